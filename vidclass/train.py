@@ -1,0 +1,253 @@
+"""Train an ensemble of temporal models on extracted features, with the original recipe.
+
+Recipe (from the research project): focal loss with label smoothing and class weights, balanced
+sampling, AdamW, cosine annealing with warm restarts, early stopping on validation accuracy, and
+augmentation by frame dropping, temporal shift and feature noise. Members differ by seed.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import CLASS_NAMES
+from .feature_store import FeatureStore
+from .metrics import classification_report
+from .model import build_model, save_checkpoint
+from .pipeline import check_compatible
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    num_models: int = 4
+    seed: int = 42
+    epochs: int = 60
+    patience: int = 15
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    restart_period: int = 10          # CosineAnnealingWarmRestarts T_0, in epochs
+    focal_gamma: float = 2.0
+    label_smoothing: float = 0.1
+    subcategory_weight: float = 0.3   # weight of the auxiliary subcategory loss
+    frame_drop: float = 0.15          # probability of dropping each valid step
+    noise_std: float = 0.05           # feature noise, relative to each feature's training std
+    # Architecture. The original full size is hidden 768, 4 layers, 12 heads (GPU users).
+    hidden_dim: int = 128
+    num_lstm_layers: int = 1
+    num_attention_heads: int = 4
+    dropout: float = 0.3
+    threads: int = 2
+
+
+@dataclass
+class SplitData:
+    x: np.ndarray                 # [N, T, D] float32
+    lengths: np.ndarray           # [N] int
+    labels: np.ndarray            # [N] int
+    subcategories: list[str]
+    names: list[str]
+    groups: list[str] = field(default_factory=list)
+
+
+def load_split(path: str | Path) -> tuple[SplitData, object]:
+    store = FeatureStore(path)
+    data = store.read_all()
+    return SplitData(x=data["features"], lengths=data["num_frames"], labels=data["labels"],
+                     subcategories=list(data.get("subcategories") or []),
+                     names=list(data.get("video_names") or []),
+                     groups=list(data.get("groups") or [])), store.pipeline
+
+
+def focal_loss(logits, targets, class_weights, gamma: float, smoothing: float):
+    """Focal loss on label-smoothed cross-entropy: hard examples weigh more, and the
+    smoothing keeps an ensemble of small models from becoming over-confident."""
+    log_p = F.log_softmax(logits, dim=-1)
+    n = logits.shape[-1]
+    target_dist = torch.full_like(log_p, smoothing / n)
+    target_dist.scatter_(1, targets[:, None], 1.0 - smoothing + smoothing / n)
+    ce = -(target_dist * log_p).sum(-1)
+    p_t = log_p.gather(1, targets[:, None]).squeeze(1).exp()
+    return (class_weights[targets] * (1 - p_t) ** gamma * ce).mean()
+
+
+def augment(x: torch.Tensor, lengths: torch.Tensor, cfg: TrainConfig, feature_std: torch.Tensor,
+            gen: torch.Generator):
+    """Frame dropping, temporal shift (circular within the valid steps) and feature noise."""
+    x = x.clone()
+    lengths = lengths.clone()
+    for i in range(x.shape[0]):
+        n = int(lengths[i])
+        seq = x[i, :n]
+        keep = torch.rand(n, generator=gen) >= cfg.frame_drop
+        if keep.sum() >= max(5, n // 2):
+            seq = seq[keep]
+        shift = int(torch.randint(0, seq.shape[0], (1,), generator=gen))
+        seq = torch.roll(seq, shifts=shift, dims=0)
+        x[i].zero_()
+        x[i, :seq.shape[0]] = seq
+        lengths[i] = seq.shape[0]
+    mask = (torch.arange(x.shape[1])[None, :] < lengths[:, None]).unsqueeze(-1)
+    noise = torch.randn(x.shape, generator=gen) * feature_std * cfg.noise_std
+    return x + noise * mask, lengths
+
+
+@torch.inference_mode()
+def predict_probs(model, x: np.ndarray, lengths: np.ndarray, batch_size: int = 32):
+    model.eval()
+    probs, sub_probs = [], []
+    for s in range(0, len(x), batch_size):
+        xb = torch.as_tensor(x[s:s + batch_size])
+        lb = torch.as_tensor(lengths[s:s + batch_size])
+        logits, sub_logits = model.forward_all(xb, lb)
+        probs.append(torch.softmax(logits, -1).numpy())
+        if sub_logits is not None:
+            sub_probs.append(torch.softmax(sub_logits, -1).numpy())
+    return np.concatenate(probs), (np.concatenate(sub_probs) if sub_probs else None)
+
+
+def train_member(train: SplitData, val: SplitData, model_config: dict, sub_names: list[str],
+                 cfg: TrainConfig, seed: int, progress=None):
+    """Train one member; returns (best state_dict, best epoch, validation metrics, history)."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    model = build_model(model_config)
+    num_classes = model_config["num_classes"]
+
+    x = torch.as_tensor(train.x)
+    lengths = torch.as_tensor(train.lengths).long()
+    y = torch.as_tensor(train.labels).long()
+    sub_index = {s: i for i, s in enumerate(sub_names)}
+    y_sub = torch.as_tensor([sub_index[s] for s in train.subcategories]).long() if sub_names else None
+
+    counts = torch.bincount(y, minlength=num_classes).float().clamp(min=1)
+    class_weights = counts.sum() / (num_classes * counts)
+    sample_weights = (1.0 / counts)[y]
+    valid = (torch.arange(x.shape[1])[None, :] < lengths[:, None])
+    feature_std = x[valid].std(0).clamp(min=1e-6)
+
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = max(1, math.ceil(len(y) / cfg.batch_size))
+    sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=cfg.restart_period * steps_per_epoch)
+
+    best = {"val_accuracy": -1.0}
+    best_state, best_epoch, history, stale = None, 0, [], 0
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        order = torch.multinomial(sample_weights, len(y), replacement=True, generator=gen)
+        total_loss = 0.0
+        for s in range(0, len(order), cfg.batch_size):
+            idx = order[s:s + cfg.batch_size]
+            xb, lb = augment(x[idx], lengths[idx], cfg, feature_std, gen)
+            logits, sub_logits = model.forward_all(xb, lb)
+            loss = focal_loss(logits, y[idx], class_weights, cfg.focal_gamma, cfg.label_smoothing)
+            if sub_logits is not None and y_sub is not None:
+                loss = loss + cfg.subcategory_weight * F.cross_entropy(
+                    sub_logits, y_sub[idx], label_smoothing=cfg.label_smoothing)
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            total_loss += float(loss) * len(idx)
+        probs, _ = predict_probs(model, val.x, val.lengths)
+        report = classification_report(val.labels, probs.argmax(1), CLASS_NAMES[:num_classes])
+        history.append({"epoch": epoch, "loss": total_loss / len(order),
+                        "val_accuracy": report["accuracy"], "val_weighted_f1": report["weighted_f1"]})
+        if progress:
+            progress(epoch, history[-1])
+        # Ties go to the later epoch: it has seen more augmented data at the same accuracy.
+        if report["accuracy"] >= best["val_accuracy"]:
+            best = {"val_accuracy": report["accuracy"], "val_weighted_f1": report["weighted_f1"],
+                    "val_macro_f1": report["macro_f1"]}
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            best_epoch, stale = epoch, 0
+        else:
+            stale += 1
+            if stale >= cfg.patience:
+                break
+    return best_state, best_epoch, best, history
+
+
+def data_digest(*paths) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        with open(p, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def train_ensemble(features_dir, out_dir, cfg: TrainConfig | None = None, show_progress: bool = True) -> dict:
+    """Train `cfg.num_models` members on `{train,val}_features*.h5` in features_dir and write
+    `best_ensemble_model_{i}.pt` plus `manifest.json` to out_dir."""
+    from tqdm import tqdm
+
+    cfg = cfg or TrainConfig()
+    torch.set_num_threads(cfg.threads)
+    features_dir, out_dir = Path(features_dir), Path(out_dir)
+    train_path = _find_split(features_dir, "train")
+    val_path = _find_split(features_dir, "val")
+    train, pipeline = load_split(train_path)
+    val, val_pipeline = load_split(val_path)
+    check_compatible(val_pipeline, pipeline, str(val_path), str(train_path))
+
+    sub_names = sorted(set(train.subcategories)) if train.subcategories else []
+    model_config = {
+        "feature_dim": int(train.x.shape[2]), "hidden_dim": cfg.hidden_dim,
+        "num_classes": len(CLASS_NAMES), "num_lstm_layers": cfg.num_lstm_layers,
+        "num_attention_heads": cfg.num_attention_heads, "dropout": cfg.dropout,
+        "bidirectional": True, "num_subcategories": len(sub_names),
+    }
+    # Validation subcategories the training split never saw cannot be predicted; that is fine.
+    out_dir.mkdir(parents=True, exist_ok=True)
+    members = []
+    for i in range(1, cfg.num_models + 1):
+        seed = cfg.seed + i - 1
+        with tqdm(total=cfg.epochs, desc=f"model {i}/{cfg.num_models}", unit="epoch",
+                  disable=not show_progress) as bar:
+            def progress(epoch, row):
+                bar.set_postfix(loss=f"{row['loss']:.3f}", val_acc=f"{row['val_accuracy']:.3f}")
+                bar.update(1)
+            state, epoch, metrics, history = train_member(train, val, model_config, sub_names, cfg, seed, progress)
+        model = build_model(model_config)
+        model.load_state_dict(state)
+        name = f"best_ensemble_model_{i}.pt"
+        save_checkpoint(out_dir / name, model, model_config, pipeline, list(CLASS_NAMES),
+                        subcategory_names=sub_names or None, metrics=metrics, epoch=epoch,
+                        history=history, seed=seed, train_config=asdict(cfg))
+        members.append({"file": name, "seed": seed, "epoch": epoch, **metrics})
+        log.info("member %d: epoch %d, val accuracy %.3f", i, epoch, metrics["val_accuracy"])
+
+    manifest = {
+        "members": [m["file"] for m in members],
+        "member_metrics": members,
+        "class_names": list(CLASS_NAMES),
+        "subcategories": sub_names,
+        "model_config": model_config,
+        "train_config": asdict(cfg),
+        "pipeline": pipeline.to_dict(),
+        "training_data": {"train": train_path.name, "val": val_path.name,
+                          "num_train": len(train.labels), "num_val": len(val.labels),
+                          "sha256": data_digest(train_path, val_path)},
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+def _find_split(features_dir: Path, split: str) -> Path:
+    for name in (f"{split}_features_multiscale.h5", f"{split}_features.h5"):
+        if (features_dir / name).exists():
+            return features_dir / name
+    raise FileNotFoundError(f"no {split}_features*.h5 in {features_dir}; run `vidclass extract` first")
