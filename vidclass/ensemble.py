@@ -1,0 +1,184 @@
+"""An ensemble of checkpoints: the mean of the members' softmax probabilities.
+
+Members come from `models_dir/manifest.json` ("members": checkpoint file names, written by
+training) or, for the original project's folder, `best_ensemble_model_{1..4}.pt`. A missing
+member is skipped with a warning (as the original did); no member at all is an error.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vidclass import paths
+from vidclass.model import LoadedModel, load_checkpoint
+from vidclass.pipeline import Pipeline, check_compatible
+
+log = logging.getLogger(__name__)
+
+ORIGINAL_MEMBERS = tuple(f"best_ensemble_model_{i}.pt" for i in range(1, 5))
+MANIFEST = "manifest.json"
+
+
+class NoModelsError(FileNotFoundError):
+    """No checkpoint of the ensemble could be found."""
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def member_files(models_dir: Path) -> list[str]:
+    """Checkpoint file names of the ensemble, from manifest.json or the original four."""
+    manifest = models_dir / MANIFEST
+    if manifest.is_file():
+        try:
+            members = json.loads(manifest.read_text())["members"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{manifest}: unreadable manifest (need a 'members' list): {exc}") from exc
+        if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
+            raise ValueError(f"{manifest}: 'members' must be a list of checkpoint file names")
+        return members
+    return list(ORIGINAL_MEMBERS)
+
+
+@dataclass
+class EnsemblePrediction:
+    member_probs: np.ndarray            # [M, N, C] softmax per member
+    probs: np.ndarray                   # [N, C] mean over members
+    class_names: tuple[str, ...]
+    sub_probs: np.ndarray | None        # [N, S] mean over members that have a subcategory head
+    subcategory_names: list[str] | None
+    pipeline: Pipeline
+    model_version: str
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.probs.argmax(axis=1)
+
+    def result_dict(self, i: int) -> dict:
+        """The classification result of docs/ARCHITECTURE.md for row i (without target/timings)."""
+        names = self.class_names
+        top = int(self.probs[i].argmax())
+        members = [{n: float(p) for n, p in zip(names, mp[i])} for mp in self.member_probs]
+        agreement = float(np.mean(self.member_probs[:, i, :].argmax(axis=1) == top))
+        sub, sub_conf = None, None
+        if self.sub_probs is not None:
+            s = int(self.sub_probs[i].argmax())
+            sub, sub_conf = self.subcategory_names[s], float(self.sub_probs[i, s])
+        return {
+            "label": names[top],
+            "confidence": float(self.probs[i, top]),
+            "probabilities": {n: float(p) for n, p in zip(names, self.probs[i])},
+            "members": members,
+            "agreement": agreement,
+            "subcategory": sub,
+            "subcategory_confidence": sub_conf,
+            "pipeline": self.pipeline.to_dict(),
+            "model_version": self.model_version,
+        }
+
+
+class Ensemble:
+    def __init__(self, members: list[LoadedModel], device: str = "cpu", models_dir: Path | None = None):
+        if not members:
+            raise NoModelsError("an ensemble needs at least one model")
+        first = members[0]
+        for m in members[1:]:
+            check_compatible(m.pipeline, first.pipeline, a_name=f"model {m.path}",
+                             b_name=f"model {first.path}")
+            if tuple(m.class_names) != tuple(first.class_names):
+                raise ValueError(f"class names differ: {m.path} has {list(m.class_names)}, "
+                                 f"{first.path} has {list(first.class_names)}")
+        with_sub = [m for m in members if m.subcategory_names]
+        for m in with_sub[1:]:
+            if m.subcategory_names != with_sub[0].subcategory_names:
+                raise ValueError(f"subcategory names differ between {m.path} and {with_sub[0].path}")
+        dims = {m.config["feature_dim"] for m in members}
+        if len(dims) != 1:
+            raise ValueError(f"members expect different feature widths: {sorted(dims)}")
+        self.members = members
+        self.device = device
+        self.models_dir = models_dir
+        self.pipeline: Pipeline = first.pipeline
+        self.class_names: tuple[str, ...] = tuple(first.class_names)
+        self.subcategory_names: list[str] | None = with_sub[0].subcategory_names if with_sub else None
+        self.feature_dim: int = dims.pop()
+        # Short and stable: changes whenever any member file changes.
+        self.version = hashlib.sha256("".join(m.sha256 for m in members).encode()).hexdigest()[:12]
+
+    @classmethod
+    def load(cls, models_dir: str | os.PathLike | None = None, device: str | None = None) -> "Ensemble":
+        models_dir = paths.models_dir(models_dir)
+        device = device or default_device()
+        names = member_files(models_dir)
+        members = []
+        for name in names:
+            path = models_dir / name
+            if not path.is_file():
+                log.warning("ensemble member %s is missing; continuing without it", path)
+                continue
+            # The models folder is the operator's own: trusted (old files pickle numpy scalars).
+            members.append(load_checkpoint(path, trusted=True, device=device))
+        if not members:
+            raise NoModelsError(f"no model checkpoints found in {models_dir} (looked for "
+                                f"{', '.join(names)}); train one with `vidclass train` or point "
+                                f"--models-dir / VIDCLASS_MODELS_DIR at a folder of checkpoints")
+        log.info("loaded %d ensemble member(s) from %s on %s", len(members), models_dir, device)
+        return cls(members, device=device, models_dir=models_dir)
+
+    def predict(self, features, lengths=None, batch_size: int = 16) -> EnsemblePrediction:
+        """Probabilities for features [N, T, D] (zero-padded past lengths[n]) or a single [T, D]."""
+        x = torch.as_tensor(np.asarray(features, dtype=np.float32))
+        if x.dim() == 2:
+            x = x.unsqueeze(0)
+        if x.dim() != 3 or x.shape[2] != self.feature_dim:
+            raise ValueError(f"features must be [N, T, {self.feature_dim}], got {list(x.shape)}")
+        n, steps = x.shape[0], x.shape[1]
+        if lengths is None:
+            lens = torch.full((n,), steps, dtype=torch.long)
+        else:
+            lens = torch.as_tensor(np.asarray(lengths), dtype=torch.long).reshape(-1)
+            if lens.shape[0] != n:
+                raise ValueError(f"{lens.shape[0]} lengths for {n} feature rows")
+
+        member_probs, sub_sum, sub_count = [], None, 0
+        with torch.inference_mode():
+            for m in self.members:
+                probs, subs = [], []
+                for start in range(0, n, batch_size):
+                    xb = x[start:start + batch_size].to(self.device)
+                    logits, sub = m.model.forward_all(xb, lens[start:start + batch_size])
+                    probs.append(torch.softmax(logits.float(), dim=1).cpu())
+                    if sub is not None:
+                        subs.append(torch.softmax(sub.float(), dim=1).cpu())
+                member_probs.append(torch.cat(probs).numpy() if probs else
+                                    np.zeros((0, len(self.class_names)), np.float32))
+                if subs:
+                    s = torch.cat(subs).numpy()
+                    sub_sum = s if sub_sum is None else sub_sum + s
+                    sub_count += 1
+        mp = np.stack(member_probs)
+        return EnsemblePrediction(
+            member_probs=mp, probs=mp.mean(axis=0), class_names=self.class_names,
+            sub_probs=sub_sum / sub_count if sub_count else None,
+            subcategory_names=self.subcategory_names, pipeline=self.pipeline,
+            model_version=self.version)
+
+    def describe(self) -> dict:
+        return {
+            "models_dir": str(self.models_dir) if self.models_dir else None,
+            "members": [{"file": m.path.name if m.path else None, "sha256": m.sha256,
+                         "epoch": m.epoch, "metrics": m.metrics} for m in self.members],
+            "class_names": list(self.class_names),
+            "subcategory_names": self.subcategory_names,
+            "pipeline": self.pipeline.to_dict(),
+            "model_version": self.version,
+            "device": self.device,
+        }
