@@ -1,0 +1,289 @@
+"""The `vidclass` command.
+
+ML commands live here; the service (worker, api, up, db) plugs its own commands in through the
+`vidclass.commands` entry point, so this module never imports Flask or Celery.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+
+# Torch on a few shared cores: idle OpenMP threads must not spin. Set before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+log = logging.getLogger("vidclass")
+
+
+def _add_asset_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--models-dir", help="checkpoints folder (env VIDCLASS_MODELS_DIR; default models_enhanced/)")
+    p.add_argument("--features-dir", help="features folder (env VIDCLASS_FEATURES_DIR; default features_enhanced/)")
+    p.add_argument("--processed-dir", help="name index folder (env VIDCLASS_PROCESSED_DIR; default data/processed/test/)")
+
+
+def _classifier(args):
+    from .classify import Classifier
+    return Classifier(models_dir=args.models_dir, features_dir=args.features_dir,
+                      processed_dir=args.processed_dir)
+
+
+def _print_result(r: dict) -> None:
+    probs = "  ".join(f"{k} {v:.1%}" for k, v in sorted(r["probabilities"].items(), key=lambda kv: -kv[1]))
+    sub = f" / {r['subcategory']}" if r.get("subcategory") else ""
+    print(f"{r['target']}: {r['label']}{sub} ({r['confidence']:.1%}, agreement "
+          f"{r.get('agreement', 1.0):.0%}, {r['elapsed_s']:.2f}s)\n    {probs}")
+
+
+def cmd_classify(args) -> int:
+    from tqdm import tqdm
+
+    clf = _classifier(args)
+    failed = 0
+    bar = tqdm(args.targets, unit="video", disable=args.json or len(args.targets) < 2, file=sys.stderr)
+    for target in bar:
+        bar.set_postfix_str(str(target)[-40:])
+        try:
+            result = clf.classify_target(target, exact=args.exact)
+        except Exception as exc:  # one bad target must not stop the others
+            failed += 1
+            if args.json:
+                print(json.dumps({"target": target, "error": type(exc).__name__, "message": str(exc)}))
+            else:
+                print(f"error: {target}: {exc}", file=sys.stderr)
+            continue
+        if args.json:
+            print(json.dumps(result))
+        else:
+            _print_result(result)
+    return 1 if failed else 0
+
+
+def cmd_videos(args) -> int:
+    from .name_index import TestSet
+    from . import paths
+
+    by_category = TestSet(paths.features_dir(args.features_dir), paths.processed_dir(args.processed_dir)).names_by_category()
+    if args.json:
+        print(json.dumps(by_category, indent=1))
+        return 0
+    for category, names in by_category.items():
+        print(f"{category} ({len(names)})")
+        for name in names:
+            print(f"  {name}")
+    return 0
+
+
+def cmd_test_accuracy(args) -> int:
+    from .classify import Classifier
+
+    report = _classifier(args).test_accuracy()
+    if args.json:
+        print(json.dumps(report, indent=1))
+        return 0
+    print(f"Test set: {report['num_samples']} videos, model {report['model_version']}")
+    print(f"Ensemble accuracy {report['accuracy']:.1%}, weighted F1 {report['weighted_f1']:.3f}")
+    print(f"{'class':<17}{'precision':>10}{'recall':>8}{'f1':>8}{'n':>5}")
+    for name, m in report["per_class"].items():
+        print(f"{name:<17}{m['precision']:>10.3f}{m['recall']:>8.3f}{m['f1']:>8.3f}{m['support']:>5}")
+    print("confusion matrix (rows true, columns predicted):")
+    for name, row in zip(report["class_names"], report["confusion_matrix"]):
+        print(f"  {name:<17}" + "".join(f"{v:>5}" for v in row))
+    for m in report["members"]:
+        print(f"member {m['member']}: accuracy {m['accuracy']:.1%}")
+    return 0
+
+
+def cmd_interactive(args) -> int:
+    from .name_index import TestSet
+    from . import paths
+
+    clf = _classifier(args)
+    try:
+        names = [n for ns in TestSet(paths.features_dir(args.features_dir),
+                                     paths.processed_dir(args.processed_dir)).names_by_category().values() for n in ns]
+    except Exception as exc:
+        print(f"(no test set: {exc})")
+        names = []
+    for i, name in enumerate(names, 1):
+        print(f"{i:4d}. {name}")
+    print("Enter a number or name from the list, a URL, or a path to a video; 'q' quits.")
+    while True:
+        try:
+            choice = input("vidclass> ").strip()
+        except EOFError:
+            print()
+            return 0
+        if choice in ("q", "quit", "exit"):
+            return 0
+        if not choice:
+            continue
+        if choice.isdigit() and 1 <= int(choice) <= len(names):
+            choice = names[int(choice) - 1]
+        try:
+            _print_result(clf.classify_target(choice))
+        except Exception as exc:
+            print(f"error: {exc}")
+
+
+def cmd_extract(args) -> int:
+    from .backbone import default_pipeline
+    from .dataset import extract_dataset
+    from .name_index import write_processed_index
+
+    extras = () if args.pipeline == "original" else ("content_stats_v1",)
+    pipeline = default_pipeline(extras=extras)
+    if args.no_multiscale:
+        pipeline = pipeline.with_(scales=())
+    summary = extract_dataset(args.data_dir, args.out, pipeline, manifest=args.manifest,
+                              test_fraction=args.test_fraction, val_fraction=args.val_fraction,
+                              seed=args.seed, show_progress=not args.json)
+    if args.index_dir:
+        write_processed_index(args.index_dir, [
+            (Path(c["name"]).name, c["category"], c["subcategory"])
+            for c in summary["clips"]["test"] if not any(f["name"] == c["name"] for f in summary["failures"])])
+    out = {k: summary[k] for k in ("splits", "failures", "pipeline")}
+    if args.json:
+        print(json.dumps(out, indent=1))
+    else:
+        for split, s in summary["splits"].items():
+            print(f"{split}: {s['clips']} clips {s['by_category']}")
+        for f in summary["failures"]:
+            print(f"failed: {f['name']}: {f['error']}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .train import TrainConfig, train_ensemble
+
+    cfg = TrainConfig(num_models=args.num_models, seed=args.seed, epochs=args.epochs,
+                      hidden_dim=args.hidden_dim, num_lstm_layers=args.layers,
+                      num_attention_heads=args.heads, dropout=args.dropout, lr=args.lr,
+                      batch_size=args.batch_size, patience=args.patience)
+    if args.full_size:
+        cfg.hidden_dim, cfg.num_lstm_layers, cfg.num_attention_heads, cfg.dropout = 768, 4, 12, 0.4
+    from . import paths
+    manifest = train_ensemble(paths.features_dir(args.features_dir), paths.models_dir(args.models_dir),
+                              cfg, show_progress=not args.json)
+    if args.json:
+        print(json.dumps(manifest, indent=1))
+    else:
+        for m in manifest["member_metrics"]:
+            print(f"{m['file']}: epoch {m['epoch']}, val accuracy {m['val_accuracy']:.1%}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from . import paths
+    from .ensemble import Ensemble
+    from .evaluate import evaluate
+
+    features = Path(args.features) if args.features else paths.features_dir(args.features_dir) / "test_features_multiscale.h5"
+    ensemble = Ensemble.load(paths.models_dir(args.models_dir))
+    result = evaluate(ensemble, features, args.out)
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return 0
+    for key, title in (("plain", "without TTA"), ("tta", "with TTA")):
+        r = result[key]
+        print(f"{title}: accuracy {r['accuracy']:.1%}, weighted F1 {r['weighted_f1']:.3f}, "
+              f"macro F1 {r['macro_f1']:.3f}"
+              + (f", subcategory accuracy {r['subcategory_accuracy']:.1%}" if "subcategory_accuracy" in r else ""))
+        print("   " + ", ".join(f"{k} F1 {v['f1']:.3f}" for k, v in r["per_class"].items()))
+        print("   members: " + ", ".join(f"{m['accuracy']:.1%}" for m in r["members"]))
+    if args.out:
+        print(f"wrote {Path(args.out) / 'evaluation.json'} and confusion_matrix.png")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vidclass", description="Video content-type classifier")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("classify", help="classify test-set names, local files or URLs")
+    p.add_argument("targets", nargs="+", metavar="TARGET")
+    p.add_argument("--json", action="store_true", help="one JSON object per target")
+    p.add_argument("--exact", action="store_true", help="decode exact frames instead of nearest keyframes")
+    _add_asset_flags(p)
+    p.set_defaults(func=cmd_classify)
+
+    p = sub.add_parser("videos", help="list the indexed test-set videos by category")
+    p.add_argument("--json", action="store_true")
+    _add_asset_flags(p)
+    p.set_defaults(func=cmd_videos)
+
+    p = sub.add_parser("test-accuracy", help="batch accuracy test over the indexed test set")
+    p.add_argument("--json", action="store_true")
+    _add_asset_flags(p)
+    p.set_defaults(func=cmd_test_accuracy)
+
+    p = sub.add_parser("interactive", help="classify videos one at a time at a prompt")
+    _add_asset_flags(p)
+    p.set_defaults(func=cmd_interactive)
+
+    p = sub.add_parser("extract", help="labelled folders -> train/val/test features files")
+    p.add_argument("data_dir", help="folder of {Category}/{subcategory}/* videos (MANIFEST.tsv optional)")
+    p.add_argument("--out", default="features_enhanced", help="output folder")
+    p.add_argument("--manifest", help="MANIFEST.tsv with groups (default DATA_DIR/MANIFEST.tsv)")
+    p.add_argument("--pipeline", choices=("enhanced", "original"), default="enhanced",
+                   help="enhanced: Lite0 + content statistics; original: Lite0 1280-d only")
+    p.add_argument("--no-multiscale", action="store_true", help="turn the temporal multi-scale averaging off")
+    p.add_argument("--index-dir", help="also write the test split's name index (processed_data.pt) here")
+    p.add_argument("--seed", type=int, default=0, help="seed of the source-disjoint split")
+    p.add_argument("--test-fraction", type=float, default=0.3)
+    p.add_argument("--val-fraction", type=float, default=0.15)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_extract)
+
+    p = sub.add_parser("train", help="train an ensemble on extracted features")
+    _add_asset_flags(p)
+    p.add_argument("--num-models", type=int, default=4)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--patience", type=int, default=15)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--hidden-dim", type=int, default=128)
+    p.add_argument("--layers", type=int, default=1)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--dropout", type=float, default=0.3)
+    p.add_argument("--full-size", action="store_true", help="the original 768-wide 4-layer model (GPU)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="metrics of the ensemble on a features file")
+    _add_asset_flags(p)
+    p.add_argument("--features", help="features file (default FEATURES_DIR/test_features_multiscale.h5)")
+    p.add_argument("--out", help="folder for evaluation.json and confusion_matrix.png")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
+    for ep in entry_points(group="vidclass.commands"):
+        try:
+            register = ep.load()
+        except ImportError as exc:  # the service's extras may be absent in a core-only install
+            log.debug("commands %s unavailable: %s", ep.name, exc)
+            continue
+        register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
