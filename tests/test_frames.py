@@ -1,0 +1,146 @@
+"""Frame sampling on real clips: counts, exact vs keyframe positions, bad files."""
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from vidclass.frames import VideoError, probe, sample_frames
+
+FIXTURES = Path(__file__).parent / "fixtures"
+CLIPS = sorted(FIXTURES.glob("*.mp4"))
+
+
+def decode_all(path, max_side=None):
+    """Reference: every frame, decoded front to back (what the original did with OpenCV)."""
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+
+
+def encode_multi_gop(src, dst, gop, frames=120):
+    """Re-encode a fixture with a keyframe every `gop` frames (real content, real H.264)."""
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        s = out.add_stream("libx264", rate=12)
+        s.width, s.height, s.pix_fmt = 320, 180, "yuv420p"
+        s.codec_context.gop_size = gop
+        s.codec_context.options = {"keyint_min": str(gop), "sc_threshold": "0", "bf": "2"}
+        n = 0
+        for frame in inp.decode(video=0):
+            img = frame.reformat(width=320, height=180, format="yuv420p")
+            img.pts, img.time_base = n, Fraction(1, 12)
+            for pkt in s.encode(img):
+                out.mux(pkt)
+            n += 1
+            if n == frames:
+                break
+        for pkt in s.encode():
+            out.mux(pkt)
+    return dst
+
+
+@pytest.mark.parametrize("clip", CLIPS, ids=lambda p: p.name)
+def test_sample_count_and_format(clip):
+    frames = sample_frames(clip, 64)
+    assert frames.shape[0] == 64 and frames.shape[3] == 3 and frames.dtype == np.uint8
+    assert min(frames.shape[1:3]) <= 256
+    # Real clips with motion give distinct samples, not one keyframe repeated.
+    distinct = len({f.tobytes() for f in frames})
+    assert distinct > 16
+
+
+def test_more_frames_than_clip_repeats_last():
+    clip = FIXTURES / "animation_planetblupi_play101.mp4"
+    ref = decode_all(clip)
+    n = len(ref) + 21
+    frames = sample_frames(clip, n, max_side=None)
+    assert frames.shape == (n,) + ref[0].shape
+    for i, f in enumerate(ref):
+        np.testing.assert_array_equal(frames[i], f)
+    for f in frames[len(ref):]:
+        np.testing.assert_array_equal(f, ref[-1])
+
+
+def test_exact_single_gop_matches_full_decode():
+    clip = FIXTURES / "gaming_supertux_4.mp4"
+    ref = decode_all(clip)
+    assert len(ref) == 120
+    stats = {}
+    frames = sample_frames(clip, 8, exact=True, max_side=None, stats=stats)
+    for got, i in zip(frames, range(0, 120, 17)):   # 119 / 7 = 17: targets fall on frames
+        np.testing.assert_array_equal(got, ref[i])
+    assert stats["decoded"] <= 120                   # one pass, never a re-decode per sample
+
+
+def test_exact_and_keyframe_modes_on_multi_gop(tmp_path):
+    clip = encode_multi_gop(FIXTURES / "gaming_supertux_4.mp4", tmp_path / "gop24.mp4", gop=24)
+    info = probe(clip)
+    assert len(info.keyframe_times) == 5
+    ref = decode_all(clip)
+    exact_stats, key_stats = {}, {}
+    exact = sample_frames(clip, 8, exact=True, max_side=None, stats=exact_stats)
+    key = sample_frames(clip, 8, exact=False, max_side=None, stats=key_stats)
+    targets = list(range(0, 120, 17))               # 0 17 34 51 68 85 102 119
+    for got, i in zip(exact, targets):
+        np.testing.assert_array_equal(got, ref[i])
+    # Keyframe mode snaps to a keyframe within half a spacing (8.5 frames), else stays exact.
+    snapped = [0, 24, 34, 48, 72, 85, 96, 119]
+    for got, i in zip(key, snapped):
+        np.testing.assert_array_equal(got, ref[i])
+    assert key_stats["decoded"] < exact_stats["decoded"] <= 120
+
+
+def test_with_next_returns_following_frame():
+    clip = FIXTURES / "gaming_supertux_4.mp4"
+    ref = decode_all(clip)
+    frames, nexts = sample_frames(clip, 8, exact=True, max_side=None, with_next=True)
+    for f, nx, i in zip(frames, nexts, range(0, 120, 17)):
+        np.testing.assert_array_equal(f, ref[i])
+        np.testing.assert_array_equal(nx, ref[min(i + 1, 119)])
+
+
+def test_truncated_file_gives_decodable_part_or_video_error(tmp_path):
+    data = (FIXTURES / "gaming_supertux_4.mp4").read_bytes()
+    half = tmp_path / "half.mp4"
+    half.write_bytes(data[: len(data) // 2])
+    ref = decode_all(FIXTURES / "gaming_supertux_4.mp4")
+    stats = {}
+    frames = sample_frames(half, 16, max_side=None, stats=stats)
+    # The index (moov at the front) survives: frames come from the first half, then repeat.
+    assert frames.shape == (16,) + ref[0].shape
+    assert stats["decoded"] < 120
+    np.testing.assert_array_equal(frames[0], ref[0])
+    np.testing.assert_array_equal(frames[-1], frames[-2])
+    head = tmp_path / "head.mp4"
+    head.write_bytes(data[:3000])                    # index but no picture data
+    with pytest.raises(VideoError, match="no frame could be decoded"):
+        sample_frames(head, 4)
+    tiny = tmp_path / "tiny.mp4"
+    tiny.write_bytes(data[:500])                     # not even the index
+    with pytest.raises(VideoError, match="not a video"):
+        sample_frames(tiny, 4)
+
+
+def test_not_a_video(tmp_path):
+    text = tmp_path / "notes.mp4"
+    text.write_text("this is not a video\n" * 200)
+    with pytest.raises(VideoError, match="not a video"):
+        sample_frames(text, 4)
+    with pytest.raises(VideoError, match="no such file"):
+        sample_frames(tmp_path / "missing.mp4", 4)
+
+
+def test_audio_only_file_has_no_video_stream(tmp_path):
+    path = tmp_path / "tone.m4a"
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("aac", rate=8000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate = 8000
+        for i in range(4):
+            frame.pts = i * 1024
+            for pkt in s.encode(frame):
+                out.mux(pkt)
+        for pkt in s.encode():
+            out.mux(pkt)
+    with pytest.raises(VideoError, match="no video stream"):
+        sample_frames(path, 4)
