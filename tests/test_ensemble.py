@@ -88,10 +88,10 @@ def test_manifest_members_and_subcategory_average(tmp_path):
     pred = ens.predict(x, [4, 2, 4])
     with torch.inference_mode():
         sub = [torch.softmax(m.forward_all(x, torch.tensor([4, 2, 4]))[1], 1) for m in models]
-    np.testing.assert_allclose(pred.sub_probs, ((sub[0] + sub[1]) / 2).numpy(), atol=1e-6)
+    np.testing.assert_allclose(pred.subcategory_probs, ((sub[0] + sub[1]) / 2).numpy(), atol=1e-6)
     r = pred.result_dict(0)
-    assert r["subcategory"] == subs[int(pred.sub_probs[0].argmax())]
-    assert r["subcategory_confidence"] == pytest.approx(float(pred.sub_probs[0].max()))
+    assert r["subcategory"] == subs[int(pred.subcategory_probs[0].argmax())]
+    assert r["subcategory_confidence"] == pytest.approx(float(pred.subcategory_probs[0].max()))
 
 
 def test_members_with_different_pipelines_are_refused(tmp_path):

@@ -51,9 +51,10 @@ def test_original_layout_reads_row_by_row(tmp_path):
         with pytest.raises(IndexError, match="out of range"):
             store.row(6)
         everything = store.read_all()
-        np.testing.assert_array_equal(everything.features, feats)
-        np.testing.assert_array_equal(everything.lengths, lengths)
-        np.testing.assert_array_equal(everything.labels, labels)
+        np.testing.assert_array_equal(everything["features"], feats)
+        np.testing.assert_array_equal(everything["num_frames"], lengths)
+        np.testing.assert_array_equal(everything["labels"], labels)
+        assert everything["video_names"] is None and everything["pipeline"] == ORIGINAL_PIPELINE
 
 
 def test_row_reads_only_its_slice(tmp_path):
@@ -116,6 +117,7 @@ def test_writer_appends_flushes_and_resumes(tmp_path):
         assert store.pipeline == pipeline
         assert store.names == list(rows)
         assert store.subcategories == ["sub0", "sub1", "sub2", "", ""]
+        assert store.read_all()["groups"] == ["g0", "g1", "g2", "", ""]
         assert store.category_mapping == MAPPING
         with h5py.File(path, "r") as f:   # the original layout's dtypes and attrs
             assert f["features"].dtype == np.float32 and f["features"].compression == "gzip"

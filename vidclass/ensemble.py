@@ -53,7 +53,7 @@ class EnsemblePrediction:
     member_probs: np.ndarray            # [M, N, C] softmax per member
     probs: np.ndarray                   # [N, C] mean over members
     class_names: tuple[str, ...]
-    sub_probs: np.ndarray | None        # [N, S] mean over members that have a subcategory head
+    subcategory_probs: np.ndarray | None        # [N, S] mean over members that have a subcategory head
     subcategory_names: list[str] | None
     pipeline: Pipeline
     model_version: str
@@ -69,9 +69,9 @@ class EnsemblePrediction:
         members = [{n: float(p) for n, p in zip(names, mp[i])} for mp in self.member_probs]
         agreement = float(np.mean(self.member_probs[:, i, :].argmax(axis=1) == top))
         sub, sub_conf = None, None
-        if self.sub_probs is not None:
-            s = int(self.sub_probs[i].argmax())
-            sub, sub_conf = self.subcategory_names[s], float(self.sub_probs[i, s])
+        if self.subcategory_probs is not None:
+            s = int(self.subcategory_probs[i].argmax())
+            sub, sub_conf = self.subcategory_names[s], float(self.subcategory_probs[i, s])
         return {
             "label": names[top],
             "confidence": float(self.probs[i, top]),
@@ -167,7 +167,7 @@ class Ensemble:
         mp = np.stack(member_probs)
         return EnsemblePrediction(
             member_probs=mp, probs=mp.mean(axis=0), class_names=self.class_names,
-            sub_probs=sub_sum / sub_count if sub_count else None,
+            subcategory_probs=sub_sum / sub_count if sub_count else None,
             subcategory_names=self.subcategory_names, pipeline=self.pipeline,
             model_version=self.version)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -25,19 +24,6 @@ _STR = h5py.string_dtype("utf-8")
 
 def _decode(values) -> list[str]:
     return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
-
-
-@dataclass
-class FeatureArrays:
-    """Everything in a features file, in memory (training and evaluation use this)."""
-    features: np.ndarray          # float32 [N, T, D]
-    lengths: np.ndarray           # int64 [N]
-    labels: np.ndarray            # int64 [N]
-    names: list[str] | None
-    subcategories: list[str] | None
-    groups: list[str] | None
-    category_mapping: dict[str, int]
-    pipeline: Pipeline
 
 
 class FeatureStore:
@@ -145,12 +131,20 @@ class FeatureStore:
         feats = self.file["features"][i]
         return np.asarray(feats, dtype=np.float32), int(self.lengths[i]), int(self.labels[i])
 
-    def read_all(self) -> FeatureArrays:
-        return FeatureArrays(
-            features=np.asarray(self.file["features"][()], dtype=np.float32),
-            lengths=self.lengths.copy(), labels=self.labels.copy(), names=self.names,
-            subcategories=self.subcategories, groups=self.groups,
-            category_mapping=self.category_mapping, pipeline=self.pipeline)
+    def read_all(self) -> dict:
+        """Everything in memory (training/evaluation; the files are small), keyed by dataset name:
+        features [N,T,D] float32, num_frames [N] int64, labels [N] int64, video_names /
+        subcategories / groups (lists, or None when the file has none), category_mapping, pipeline."""
+        return {
+            "features": np.asarray(self.file["features"][()], dtype=np.float32),
+            "num_frames": self.lengths.copy(),
+            "labels": self.labels.copy(),
+            "video_names": self.names,
+            "subcategories": self.subcategories,
+            "groups": self.groups,
+            "category_mapping": self.category_mapping,
+            "pipeline": self.pipeline,
+        }
 
 
 class FeatureStoreWriter:

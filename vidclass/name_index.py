@@ -44,7 +44,7 @@ class UnknownVideo(KeyError):
         self.suggestions = suggestions
 
     def __str__(self) -> str:
-        hint = f"; did you mean {', '.join(self.suggestions)}?" if self.suggestions else ""
+        hint = f"; did you mean {', '.join(repr(s) for s in self.suggestions)}?" if self.suggestions else ""
         return f"unknown test-set video {self.name!r}{hint}"
 
 
@@ -174,6 +174,8 @@ class TestSet:
             out[e.category].append(e.name)
         return dict(sorted(out.items()))
 
+    names_by_category = by_category
+
     def resolve(self, name: str) -> int:
         """Row index of a test-set name; UnknownVideo (a KeyError) with suggestions otherwise."""
         self.entries
@@ -183,7 +185,7 @@ class TestSet:
         stems = [n for n in self._rows if os.path.splitext(n)[0] == name]
         if len(stems) == 1:
             return self._rows[stems[0]]
-        raise UnknownVideo(name, difflib.get_close_matches(name, list(self._rows), n=5, cutoff=0.5))
+        raise UnknownVideo(name, difflib.get_close_matches(name, list(self._rows), n=3, cutoff=0.6))
 
     def entry(self, name: str) -> IndexEntry:
         return self.entries[self.resolve(name)]

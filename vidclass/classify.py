@@ -1,0 +1,167 @@
+"""Classifier: the one facade the CLI and the Celery workers use.
+
+It loads the ensemble once (lazily, on first use), then classifies a test-set video by name
+(features from the test-set h5), a local video file or a URL (features extracted with the
+ensemble's own pipeline, so features and model always match). Results are plain dicts, see
+docs/ARCHITECTURE.md "Classification result".
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from vidclass.ensemble import Ensemble
+from vidclass.name_index import TestSet
+from vidclass.pipeline import check_compatible
+
+
+def is_url(target) -> bool:
+    return isinstance(target, str) and target.lower().startswith(("http://", "https://"))
+
+
+class Classifier:
+    def __init__(self, models_dir=None, features_dir=None, processed_dir=None, device=None):
+        self.models_dir = models_dir
+        self.features_dir = features_dir
+        self.processed_dir = processed_dir
+        self.device = device
+        self._ensemble: Ensemble | None = None
+        self._test_set: TestSet | None = None
+        self._extractors: dict[str, object] = {}
+        # Worker threads may share one Classifier; load each heavy object only once.
+        self._lock = threading.Lock()
+
+    @property
+    def ensemble(self) -> Ensemble:
+        with self._lock:
+            if self._ensemble is None:
+                self._ensemble = Ensemble.load(self.models_dir, device=self.device)
+            return self._ensemble
+
+    @property
+    def test_set(self) -> TestSet:
+        with self._lock:
+            if self._test_set is None:
+                self._test_set = TestSet(self.features_dir, self.processed_dir)
+            return self._test_set
+
+    def extractor(self, exact: bool = False):
+        """FeatureExtractor for the ensemble's pipeline; exact=True samples at exact timestamps
+        (same feature space, slower seeking) and shares the backbone with the default one."""
+        pipeline = self.ensemble.pipeline
+        sampling = "exact" if exact else pipeline.sampling
+        with self._lock:
+            if sampling not in self._extractors:
+                # Imported here: features pulls in the backbone, which name-only use does not need.
+                from vidclass.features import FeatureExtractor
+                shared = next(iter(self._extractors.values()), None)
+                self._extractors[sampling] = FeatureExtractor(
+                    pipeline.with_(sampling=sampling),
+                    backbone=shared.backbone if shared is not None else None)
+            return self._extractors[sampling]
+
+    def _check_test_set(self) -> TestSet:
+        test_set, ensemble = self.test_set, self.ensemble
+        check_compatible(test_set.store.pipeline, ensemble.pipeline,
+                         a_name=f"features file {test_set.features_path}",
+                         b_name=f"models in {ensemble.models_dir}")
+        return test_set
+
+    def _result(self, target: str, features, length: int, started: float, timings: dict) -> dict:
+        t = time.perf_counter()
+        prediction = self.ensemble.predict(np.asarray(features)[None], [length])
+        result = {"target": target, **prediction.result_dict(0)}
+        result["elapsed_s"] = round(time.perf_counter() - started, 4)
+        result["timings"] = {**{k: round(v, 4) for k, v in timings.items()},
+                             "classify_s": round(time.perf_counter() - t, 4)}
+        return result
+
+    def classify_name(self, name: str) -> dict:
+        """Classify a test-set video by name; UnknownVideo (KeyError) if it is not in the test set,
+        PipelineMismatch if the test-set features were not made with the models' pipeline."""
+        started = time.perf_counter()
+        test_set = self._check_test_set()
+        row = test_set.resolve(name)
+        t = time.perf_counter()
+        features, length, label = test_set.store.row(row)
+        read_s = time.perf_counter() - t
+        result = self._result(test_set.entries[row].name, features, length, started, {"read_s": read_s})
+        names = test_set.store.class_names or list(self.ensemble.class_names)
+        result["true_label"] = names[label] if 0 <= label < len(names) else None
+        return result
+
+    def classify_file(self, path: str | os.PathLike, progress=None, exact: bool = False,
+                      target: str | None = None) -> dict:
+        """Classify a local video file; vidclass.frames.VideoError for unreadable videos.
+
+        progress: optional callable(stage, fraction) for the sampling/features/classify stages.
+        """
+        started = time.perf_counter()
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"video file not found: {path}")
+        video = self.extractor(exact).extract_file(path, progress=progress)
+        if progress:
+            progress("classify", 0.0)
+        result = self._result(target or str(path), video.features, video.length, started,
+                              dict(video.timings))
+        if progress:
+            progress("classify", 1.0)
+        return result
+
+    def classify_url(self, url: str, progress=None, exact: bool = False, **fetch_caps) -> dict:
+        """Download to a temporary folder (vidclass.download.fetch; DownloadError) and classify."""
+        from vidclass.download import fetch
+
+        started = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="vidclass-url-") as tmp:
+            cb = (lambda frac: progress("download", frac)) if progress else None
+            path = fetch(url, tmp, progress=cb, **fetch_caps)
+            download_s = time.perf_counter() - started
+            result = self.classify_file(path, progress=progress, exact=exact, target=url)
+        result["timings"]["download_s"] = round(download_s, 4)
+        result["elapsed_s"] = round(time.perf_counter() - started, 4)
+        return result
+
+    def classify_target(self, target, exact: bool = False, progress=None) -> dict:
+        """A URL is downloaded, an existing file path is read, anything else is a test-set name."""
+        target = str(target)
+        if is_url(target):
+            return self.classify_url(target, progress=progress, exact=exact)
+        if os.path.isfile(target):
+            return self.classify_file(target, progress=progress, exact=exact)
+        return self.classify_name(target)
+
+    def classify_path_or_name(self, target, progress=None) -> dict:
+        return self.classify_target(target, progress=progress)
+
+    def test_accuracy(self) -> dict:
+        """Batch accuracy over the whole test set (the original CLI's test mode)."""
+        from vidclass.metrics import accuracy, classification_report
+
+        test_set = self._check_test_set()
+        ensemble = self.ensemble
+        data = test_set.store.read_all()
+        class_names = list(ensemble.class_names)
+        # Labels follow the file's category_mapping; express them in the ensemble's class order.
+        file_names = test_set.store.class_names or class_names
+        missing = sorted(set(file_names) - set(class_names))
+        if missing:
+            raise ValueError(f"{test_set.features_path} has categories {missing} the models do not know")
+        labels = np.array([class_names.index(file_names[i]) for i in data["labels"]], dtype=np.int64)
+        started = time.perf_counter()
+        prediction = ensemble.predict(data["features"], data["num_frames"])
+        report = classification_report(labels, prediction.labels, class_names)
+        report["members"] = [
+            {"member": i + 1, "file": m.path.name if m.path else None,
+             "accuracy": accuracy(labels, prediction.member_probs[i].argmax(1))}
+            for i, m in enumerate(ensemble.members)]
+        report["model_version"] = ensemble.version
+        report["pipeline"] = ensemble.pipeline.to_dict()
+        report["elapsed_s"] = round(time.perf_counter() - started, 4)
+        return report
