@@ -133,6 +133,8 @@ def test_classify_real_video_file(tmp_path):
     assert {"sample_s", "features_s", "classify_s"} <= set(result["timings"])
     assert result["pipeline"] == pipeline.to_dict() and result["model_version"] == clf.ensemble.version
     assert stages[0] == "sampling" and stages[-1] == "classify"
+    exact = clf.extractor_for(exact=True)
+    assert exact.pipeline.sampling == "exact" and exact.backbone is clf.extractor.backbone
 
     not_a_video = tmp_path / "broken.mp4"
     shutil.copy(FIXTURES / "LICENSES.md", not_a_video)

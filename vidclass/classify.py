@@ -50,9 +50,14 @@ class Classifier:
                 self._test_set = TestSet(self.features_dir, self.processed_dir)
             return self._test_set
 
-    def extractor(self, exact: bool = False):
-        """FeatureExtractor for the ensemble's pipeline; exact=True samples at exact timestamps
-        (same feature space, slower seeking) and shares the backbone with the default one."""
+    @property
+    def extractor(self):
+        """FeatureExtractor for the ensemble's own pipeline (loaded once)."""
+        return self.extractor_for(exact=False)
+
+    def extractor_for(self, exact: bool = False):
+        """exact=True samples at exact timestamps (same feature space, slower seeking); it shares
+        the backbone with the default extractor."""
         pipeline = self.ensemble.pipeline
         sampling = "exact" if exact else pipeline.sampling
         with self._lock:
@@ -105,7 +110,7 @@ class Classifier:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"video file not found: {path}")
-        video = self.extractor(exact).extract_file(path, progress=progress)
+        video = self.extractor_for(exact).extract_file(path, progress=progress)
         if progress:
             progress("classify", 0.0)
         result = self._result(target or str(path), video.features, video.length, started,
