@@ -1,0 +1,83 @@
+// Thin client for the vidclass JSON API. Every failure becomes an ApiError carrying the
+// server's stable {code, message} so the UI can show the message and tests can match the code.
+
+export class ApiError extends Error {
+  constructor(code, message, status) {
+    super(message);
+    this.code = code;
+    this.status = status;
+  }
+}
+
+async function errorFromResponse(response) {
+  let code = `http_${response.status}`;
+  let message = `${response.status} ${response.statusText || "error"}`;
+  try {
+    const body = await response.json();
+    const err = body && (body.error && typeof body.error === "object" ? body.error : body);
+    if (err && err.code) code = err.code;
+    if (err && err.message) message = err.message;
+  } catch (_) { /* not JSON: keep the HTTP status text */ }
+  return new ApiError(code, message, response.status);
+}
+
+export async function request(method, path, body) {
+  const init = { method, headers: { Accept: "application/json" }, credentials: "same-origin" };
+  if (body instanceof FormData) {
+    init.body = body;
+  } else if (body !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  let response;
+  try {
+    response = await fetch(path, init);
+  } catch (e) {
+    throw new ApiError("network_error", "Cannot reach the vidclass server.", 0);
+  }
+  if (!response.ok) throw await errorFromResponse(response);
+  if (response.status === 204) return null;
+  return response.json();
+}
+
+export const getJSON = (path) => request("GET", path);
+export const postJSON = (path, body) => request("POST", path, body === undefined ? {} : body);
+
+// Multipart upload through XMLHttpRequest, because fetch() cannot report upload progress.
+// Returns {promise, abort}; onProgress(fraction 0..1 or null when the size is unknown).
+export function uploadForm(path, formData, onProgress) {
+  const xhr = new XMLHttpRequest();
+  const promise = new Promise((resolve, reject) => {
+    xhr.open("POST", path);
+    xhr.setRequestHeader("Accept", "application/json");
+    xhr.responseType = "text";
+    xhr.upload.onprogress = (ev) => onProgress && onProgress(ev.lengthComputable ? ev.loaded / ev.total : null);
+    xhr.upload.onload = () => onProgress && onProgress(1);
+    xhr.onerror = () => reject(new ApiError("network_error", "Upload failed: cannot reach the server.", 0));
+    xhr.onabort = () => reject(new ApiError("aborted", "Upload stopped.", 0));
+    xhr.onload = () => {
+      let body = null;
+      try { body = JSON.parse(xhr.responseText); } catch (_) { /* handled below */ }
+      if (xhr.status >= 200 && xhr.status < 300) {
+        resolve(body);
+        return;
+      }
+      const err = body && (body.error && typeof body.error === "object" ? body.error : body);
+      reject(new ApiError((err && err.code) || `http_${xhr.status}`,
+        (err && err.message) || `Upload failed (${xhr.status}).`, xhr.status));
+    };
+    xhr.send(formData);
+  });
+  return { promise, abort: () => xhr.abort() };
+}
+
+// Query string from an object, leaving out empty values.
+export function query(params) {
+  const qs = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) {
+    if (v === undefined || v === null || v === "") continue;
+    qs.set(k, String(v));
+  }
+  const s = qs.toString();
+  return s ? `?${s}` : "";
+}

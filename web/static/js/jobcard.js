@@ -1,0 +1,195 @@
+// One job, rendered as a card: stage and progress while it runs, the full result when done,
+// the error and a retry button when it failed. Used by the live list and the history detail.
+import { h, pct, seconds, formatDate, humanLabel } from "./dom.js";
+import {
+  ACTIVE, STAGE_TEXT, jobError, sourceName, sourceKindText, thumbnailUrls, progressOf,
+  members, sortedClasses,
+} from "./model.js";
+
+const TIMING_NAMES = {
+  queue_s: "Waiting in queue",
+  queued_s: "Waiting in queue",
+  download_s: "Download",
+  upload_s: "Upload",
+  sample_s: "Frame sampling",
+  features_s: "Feature extraction",
+  extract_s: "Feature extraction",
+  classify_s: "Classification",
+  thumbnails_s: "Thumbnails",
+  total_s: "Total",
+  elapsed_s: "Total",
+};
+
+function statusBadge(status) {
+  const text = status ? status.charAt(0).toUpperCase() + status.slice(1) : "Unknown";
+  return h("span", { class: `badge status-${status}`, dataset: { status } }, text);
+}
+
+function probabilityBars(probabilities, label) {
+  const rows = sortedClasses(probabilities).map((name) => {
+    const p = Number(probabilities[name] || 0);
+    return h("li", { class: `prob-row${name === label ? " is-top" : ""}`, dataset: { class: name } },
+      h("span", { class: "prob-name" }, humanLabel(name)),
+      h("span", { class: "prob-track", "aria-hidden": "true" },
+        h("span", { class: "prob-fill", dataset: { class: name }, style: { width: `${(p * 100).toFixed(1)}%` } })),
+      h("span", { class: "prob-value mono" }, pct(p, 1)));
+  });
+  return h("ul", { class: "probs", "aria-label": "Probability per class" }, rows);
+}
+
+function membersTable(job) {
+  const list = members(job);
+  if (!list.length) return null;
+  const classes = sortedClasses(job.probabilities || list[0].probabilities);
+  const head = h("tr", {}, h("th", { scope: "col" }, "Model"),
+    classes.map((c) => h("th", { scope: "col", class: "num" }, humanLabel(c))));
+  const body = list.map((m) => {
+    const top = classes.reduce((a, b) => (Number(m.probabilities[b] || 0) > Number(m.probabilities[a] || 0) ? b : a), classes[0]);
+    return h("tr", {}, h("th", { scope: "row" }, m.name),
+      classes.map((c) => h("td", { class: `num mono${c === top ? " is-top" : ""}` }, pct(m.probabilities[c], 1))));
+  });
+  return h("details", { class: "members" },
+    h("summary", {}, "Per-model probabilities"),
+    h("div", { class: "table-scroll" },
+      h("table", { class: "members-table" }, h("thead", {}, head), h("tbody", {}, body))));
+}
+
+function agreementText(job) {
+  const n = members(job).length;
+  const a = Number(job.agreement);
+  if (!Number.isFinite(a)) return null;
+  if (n) return `${Math.round(a * n)} of ${n} models agree (${pct(a)})`;
+  return pct(a);
+}
+
+function timingsList(job) {
+  const timings = Object.assign({}, job.timings || job.stage_timings || {});
+  if (job.elapsed_s !== undefined && timings.total_s === undefined && timings.elapsed_s === undefined) {
+    timings.elapsed_s = job.elapsed_s;
+  }
+  const order = Object.keys(TIMING_NAMES);
+  const rank = (k) => (order.includes(k) ? order.indexOf(k) : order.length - 2);
+  const entries = Object.entries(timings).filter(([, v]) => typeof v === "number")
+    .sort(([a], [b]) => rank(a) - rank(b));
+  if (!entries.length) return null;
+  return h("dl", { class: "timings" }, entries.map(([k, v]) => [
+    h("dt", {}, TIMING_NAMES[k] || k.replace(/_s$/, "").replace(/_/g, " ")),
+    h("dd", { class: "mono" }, seconds(v)),
+  ]));
+}
+
+function thumbnails(job) {
+  const urls = thumbnailUrls(job);
+  if (!urls.length) return null;
+  return h("div", { class: "thumbs", role: "list", "aria-label": "Sampled frames" },
+    urls.map((u, i) => h("a", { href: u, target: "_blank", rel: "noopener", role: "listitem",
+      "aria-label": `Sampled frame ${i + 1} of ${urls.length} (opens full size)` },
+    h("img", { src: u, alt: "", loading: "lazy", width: 112, height: 63 }))));
+}
+
+function result(job) {
+  const subcat = job.subcategory
+    ? `${humanLabel(job.subcategory)}${job.subcategory_confidence != null ? ` (${pct(job.subcategory_confidence)})` : ""}`
+    : null;
+  const agreement = agreementText(job);
+  return h("div", { class: "result" },
+    h("p", { class: "verdict" },
+      h("span", { class: "label-chip", dataset: { class: job.label || "" } }, humanLabel(job.label)),
+      h("span", { class: "confidence" }, h("strong", { class: "mono" }, pct(job.confidence, 1)), " confidence")),
+    h("dl", { class: "facts" },
+      subcat && [h("dt", {}, "Subcategory"), h("dd", { class: "subcategory" }, subcat)],
+      agreement && [h("dt", {}, "Ensemble agreement"), h("dd", { class: "agreement" }, agreement)],
+      job.model_version && [h("dt", {}, "Model"), h("dd", { class: "mono" }, String(job.model_version).slice(0, 12))]),
+    job.probabilities && probabilityBars(job.probabilities, job.label),
+    membersTable(job),
+    thumbnails(job),
+    timingsList(job));
+}
+
+function progressBlock(job) {
+  const p = Math.round(progressOf(job));
+  const id = `job-${job.id}-progress`;
+  return h("div", { class: "job-progress" },
+    h("div", { class: "progress-line" },
+      h("span", { id: `${id}-label`, class: "stage" }, STAGE_TEXT[job.status] || job.status),
+      h("span", { class: "mono" }, `${p}%`)),
+    h("progress", { id, max: 100, value: p, "aria-labelledby": `${id}-label` }, `${p}%`));
+}
+
+function errorBlock(job) {
+  const err = jobError(job);
+  if (job.status === "cancelled" && !err) return h("p", { class: "job-note" }, "Cancelled before it finished.");
+  if (!err) return h("p", { class: "job-error" }, "The job failed without a message.");
+  return h("div", { class: "job-error", role: "note" },
+    h("p", { class: "error-message" }, err.message || "Failed."),
+    err.code ? h("p", { class: "error-code mono" }, err.code) : null);
+}
+
+// Buttons call handlers.onCancel(job) / handlers.onRetry(job) / handlers.onRemove(job).
+function actions(job, handlers) {
+  const buttons = [];
+  if (ACTIVE.has(job.status) && handlers.onCancel) {
+    buttons.push(h("button", { type: "button", class: "secondary small", dataset: { action: "cancel" },
+      "aria-label": `Cancel ${sourceName(job)}`, onclick: () => handlers.onCancel(job) }, "Cancel"));
+  }
+  if ((job.status === "failed" || job.status === "cancelled") && handlers.onRetry) {
+    buttons.push(h("button", { type: "button", class: "primary small", dataset: { action: "retry" },
+      "aria-label": `Retry ${sourceName(job)}`, onclick: () => handlers.onRetry(job) }, "Retry"));
+  }
+  if (!ACTIVE.has(job.status) && handlers.onRemove) {
+    buttons.push(h("button", { type: "button", class: "ghost small", dataset: { action: "remove" },
+      "aria-label": `Remove ${sourceName(job)} from this list`, onclick: () => handlers.onRemove(job) }, "Remove"));
+  }
+  return buttons.length ? h("div", { class: "job-actions" }, buttons) : null;
+}
+
+function cardContent(job, handlers) {
+  const titleId = `job-${job.id}-title`;
+  const meta = [sourceKindText(job.source_kind), formatDate(job.created_at), job.batch_id ? `batch ${job.batch_id}` : null]
+    .filter(Boolean).join(" · ");
+  return [
+    h("div", { class: "job-head" },
+      h("h3", { id: titleId, class: "job-title", title: job.source || "" }, sourceName(job)),
+      statusBadge(job.status)),
+    h("p", { class: "job-meta" }, meta, h("span", { class: "mono job-id" }, ` · #${job.id}`)),
+    ACTIVE.has(job.status) ? progressBlock(job) : null,
+    job.status === "done" ? result(job) : null,
+    job.status === "failed" || job.status === "cancelled" ? errorBlock(job) : null,
+    actions(job, handlers),
+  ];
+}
+
+export function renderJob(job, handlers = {}, options = {}) {
+  const li = h("li", { class: "job", "aria-labelledby": `job-${job.id}-title` });
+  updateJob(li, job, handlers);
+  if (options.membersOpen) {
+    const d = li.querySelector("details.members");
+    if (d) d.open = true;
+  }
+  return li;
+}
+
+// Re-render a card in place, keeping keyboard focus and open <details> where they were.
+export function updateJob(li, job, handlers = {}) {
+  const signature = JSON.stringify(job);
+  if (li.dataset.signature === signature) return false;
+  const focused = li.contains(document.activeElement) ? document.activeElement.dataset.action : null;
+  const openDetails = li.querySelector("details.members[open]") !== null;
+  li.dataset.signature = signature;
+  li.dataset.id = job.id;
+  li.dataset.status = job.status;
+  li.replaceChildren(...cardContent(job, handlers).filter(Boolean));
+  if (openDetails) {
+    const d = li.querySelector("details.members");
+    if (d) d.open = true;
+  }
+  if (focused) {
+    const again = li.querySelector(`[data-action="${focused}"]`) || li.querySelector("[data-action]");
+    if (again) again.focus();
+    else {
+      li.tabIndex = -1;
+      li.focus();
+    }
+  }
+  return true;
+}

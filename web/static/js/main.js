@@ -1,0 +1,85 @@
+// Entry point: wires the views together. Two views, chosen by the URL hash (#classify, #history),
+// so links such as "#history?batch=3" open History with a filter and Back works.
+import { getJSON } from "./api.js";
+import { $, $$ } from "./dom.js";
+import { LiveList } from "./live.js";
+import { setupSubmit } from "./submit.js";
+import { History } from "./history.js";
+
+function showMessage(text, kind = "info") {
+  const el = $("#submit-message");
+  if (!text) { el.hidden = true; el.textContent = ""; return; }
+  el.dataset.kind = kind;
+  el.textContent = text;
+  el.hidden = false;
+}
+
+function currentView() {
+  return location.hash.startsWith("#history") ? "history" : "classify";
+}
+
+function setupViews(history) {
+  const tabs = $$(".view-tabs [role=tab]");
+  const show = (view, focusTab) => {
+    for (const t of tabs) {
+      const on = t.dataset.view === view;
+      t.setAttribute("aria-selected", String(on));
+      t.tabIndex = on ? 0 : -1;
+      document.getElementById(t.getAttribute("aria-controls")).hidden = !on;
+      if (on && focusTab) t.focus();
+    }
+    document.body.dataset.view = view;
+    if (view === "history") history.show();
+  };
+  tabs.forEach((tab, i) => {
+    tab.addEventListener("click", () => {
+      const target = tab.dataset.view === "history" ? "#history" : "#classify";
+      if (!location.hash.startsWith(target)) location.hash = target;
+      else show(tab.dataset.view, true);
+    });
+    tab.addEventListener("keydown", (ev) => {
+      if (!["ArrowLeft", "ArrowRight", "Home", "End"].includes(ev.key)) return;
+      ev.preventDefault();
+      const next = ev.key === "Home" ? tabs[0] : ev.key === "End" ? tabs[tabs.length - 1]
+        : tabs[(i + (ev.key === "ArrowRight" ? 1 : tabs.length - 1)) % tabs.length];
+      next.focus();
+      next.click();
+    });
+  });
+  window.addEventListener("hashchange", () => show(currentView(), false));
+  show(currentView(), false);
+}
+
+async function checkHealth() {
+  const el = $("#health");
+  const text = el.querySelector(".health-text");
+  try {
+    const h = await getJSON("/api/health");
+    const status = String(h.status || "ok");
+    const ok = ["ok", "healthy", "ready"].includes(status);
+    el.dataset.state = ok ? "ok" : "degraded";
+    const workers = h.workers ?? (h.celery && h.celery.workers);
+    const parts = [ok ? "Service ready" : `Service ${status}`];
+    if (typeof workers === "number") parts.push(`${workers} worker${workers === 1 ? "" : "s"}`);
+    text.textContent = parts.join(" · ");
+  } catch (e) {
+    el.dataset.state = "down";
+    text.textContent = e.code === "network_error" ? "Server unreachable" : `Service problem: ${e.message}`;
+  }
+}
+
+function main() {
+  const live = new LiveList({
+    jobsEl: $("#jobs"), batchesEl: $("#batches"), emptyEl: $("#jobs-empty"), onMessage: showMessage,
+  });
+  setupSubmit(live, showMessage);
+  const history = new History(showMessage);
+  setupViews(history);
+  $("#clear-finished").addEventListener("click", () => live.clearFinished());
+  live.restore();
+  checkHealth();
+  setInterval(checkHealth, 30000);
+  document.body.dataset.ready = "true";
+}
+
+main();
