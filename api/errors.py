@@ -1,0 +1,53 @@
+"""JSON errors for every 4xx/5xx: {"code": stable_code, "message": human text}."""
+from __future__ import annotations
+
+import logging
+import re
+
+from flask import jsonify
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+# Werkzeug's names, made stable codes ("Request Entity Too Large" -> "payload_too_large").
+_HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+               405: "method_not_allowed", 409: "conflict", 413: "payload_too_large",
+               415: "unsupported_media_type", 429: "too_many_requests", 500: "internal_error",
+               503: "unavailable"}
+
+
+class ApiError(Exception):
+    """Raise anywhere in a view: becomes an HTTP error with a stable code."""
+
+    def __init__(self, status: int, code: str, message: str, **extra):
+        super().__init__(message)
+        self.status, self.code, self.message, self.extra = status, code, message, extra
+
+
+def error_response(status: int, code: str, message: str, **extra):
+    response = jsonify({"code": code, "message": message, **extra})
+    response.status_code = status
+    return response
+
+
+def register(app) -> None:
+    @app.errorhandler(ApiError)
+    def _api_error(exc: ApiError):
+        return error_response(exc.status, exc.code, exc.message, **exc.extra)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        code = _HTTP_CODES.get(exc.code) or re.sub(r"\W+", "_", (exc.name or "error").lower()).strip("_")
+        message = exc.description or exc.name
+        if exc.code == 413:
+            limit = app.config.get("MAX_UPLOAD_MB")
+            message = f"request body too large (uploads are limited to {limit} MB: MAX_UPLOAD_MB)"
+        response = error_response(exc.code or 500, code, message)
+        if exc.code == 405 and getattr(exc, "valid_methods", None):
+            response.headers["Allow"] = ", ".join(exc.valid_methods)
+        return response
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        log.exception("unhandled error")
+        return error_response(500, "internal_error", f"internal error: {type(exc).__name__}: {exc}")

@@ -1,0 +1,114 @@
+"""GET /api/health (database, queue, model versions) and Prometheus GET /metrics."""
+from __future__ import annotations
+
+import re
+import time
+
+from flask import Blueprint, Response, current_app, jsonify
+from sqlalchemy import func, select
+
+import vidclass
+from api.store import celery, get_session
+from db import session as db_session
+from db.models import STATUSES, Job
+from worker import celery_app as names
+from worker import health_keys
+
+bp = Blueprint("health", __name__)
+
+
+def _redact(url: str) -> str:
+    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
+
+
+def _redis():
+    import redis
+
+    clients = current_app.extensions.setdefault("vidclass.redis", {})
+    url = celery().conf.broker_url
+    if url not in clients:
+        clients[url] = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    return clients[url]
+
+
+@bp.get("/api/health")
+def health():
+    url = current_app.config["DATABASE_URL"]
+    database = {"url": _redact(url), "backend": url.split(":", 1)[0]}
+    try:
+        database["revision"] = db_session.current_revision(url)
+        database["ok"] = database["revision"] is not None
+        if not database["ok"]:
+            database["error"] = "schema missing: run `vidclass db upgrade`"
+    except Exception as exc:
+        database.update(ok=False, error=str(exc))
+    queue = {"url": _redact(celery().conf.broker_url)}
+    model, workers = None, []
+    try:
+        r = _redis()
+        queue["version"] = r.info("server").get("redis_version")
+        queue["depth"] = {q: r.llen(q) for q in (names.JOBS_QUEUE, names.FAST_QUEUE)}
+        queue["ok"] = True
+        seen = health_keys.read(r)
+        model, workers = seen["model"], seen["workers"]
+    except Exception as exc:
+        queue.update(ok=False, error=str(exc))
+    if model is None and queue.get("ok"):
+        try:     # no worker has written its model yet: ask one over the fast queue
+            info = celery().send_task(names.MODEL_INFO, queue=names.FAST_QUEUE, expires=2).get(timeout=2)
+            model = info if "error" in info else {"model_version": info.get("model_version"),
+                                                  "pipeline": info.get("pipeline")}
+        except Exception:
+            model = None
+    ok = bool(database.get("ok") and queue.get("ok"))
+    body = {"status": "ok" if ok else "degraded", "version": vidclass.__version__,
+            "database": database, "queue": queue, "model": model, "workers": workers}
+    return jsonify(body), 200 if ok else 503
+
+
+@bp.get("/metrics")
+def metrics():
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.core import GaugeMetricFamily, SummaryMetricFamily
+
+    session = get_session()
+    counts = dict(session.execute(select(Job.status, func.count()).group_by(Job.status)).all())
+    recent = session.execute(select(Job.stage_timings).where(Job.status == "done")
+                             .order_by(Job.finished_at.desc()).limit(1000)).scalars().all()
+    depth, workers = {}, 0
+    try:
+        r = _redis()
+        depth = {q: r.llen(q) for q in (names.JOBS_QUEUE, names.FAST_QUEUE)}
+        workers = len(health_keys.read(r)["workers"])
+    except Exception:
+        pass
+
+    class Collector:
+        def collect(self):
+            jobs = GaugeMetricFamily("vidclass_jobs", "Jobs in the database by status", labels=["status"])
+            for status in STATUSES:
+                jobs.add_metric([status], counts.get(status, 0))
+            yield jobs
+            stages = SummaryMetricFamily("vidclass_stage_duration_seconds",
+                                         "Stage durations of the last 1000 finished jobs",
+                                         labels=["stage"])
+            sums: dict[str, list[float]] = {}
+            for timings in recent:
+                for key, value in (timings or {}).items():
+                    if key.endswith("_s") and isinstance(value, (int, float)):
+                        sums.setdefault(key[:-2], []).append(float(value))
+            for stage, values in sorted(sums.items()):
+                stages.add_metric([stage], count_value=len(values), sum_value=sum(values))
+            yield stages
+            queue = GaugeMetricFamily("vidclass_queue_depth", "Messages waiting in the broker queue",
+                                      labels=["queue"])
+            for name, value in depth.items():
+                queue.add_metric([name], value)
+            yield queue
+            yield GaugeMetricFamily("vidclass_workers", "Worker nodes with a live heartbeat", value=workers)
+            yield GaugeMetricFamily("vidclass_scrape_timestamp_seconds", "When this scrape ran",
+                                    value=time.time())
+
+    registry = CollectorRegistry()
+    registry.register(Collector())
+    return Response(generate_latest(registry), mimetype="text/plain; version=0.0.4")

@@ -1,0 +1,172 @@
+"""GET /api/openapi.json: the OpenAPI 3 description of every endpoint (tests check coverage)."""
+from __future__ import annotations
+
+from flask import Blueprint, jsonify
+
+import vidclass
+
+bp = Blueprint("openapi", __name__)
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict, description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+ERR = _json(_ref("Error"), "Error: {code, message}")
+JOB = _json(_ref("Job"), "The job")
+JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _q(name: str, schema: dict, description: str) -> dict:
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+
+SUBMIT_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {"schema": {"type": "object", "properties": {
+            "url": {"type": "string", "format": "uri", "description": "http(s) video or page URL"},
+            "video": {"type": "string", "description": "test-set video name (GET /api/videos)"},
+            "callback_url": {"type": "string", "format": "uri"}}}},
+        "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+            "file": {"type": "string", "format": "binary"},
+            "callback_url": {"type": "string"}}}},
+    },
+}
+
+SPEC = {
+    "openapi": "3.0.3",
+    "info": {"title": "vidclass", "version": vidclass.__version__,
+             "description": "Video content-type classification jobs (Animation, Flat_Content, "
+                            "Gaming, Natural_Content). Every error body is {code, message}."},
+    "paths": {
+        "/api/jobs": {
+            "post": {"summary": "Submit a job (URL, test-set name or upload)",
+                     "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
+                                     "schema": {"type": "string", "maxLength": 255},
+                                     "description": "same key -> the same job (200)"}],
+                     "requestBody": SUBMIT_BODY,
+                     "responses": {"202": JOB, "200": JOB, "400": ERR, "404": ERR, "413": ERR, "415": ERR}},
+            "get": {"summary": "Job history with filters, sort, pages; CSV export",
+                    "parameters": [
+                        _q("status", {"type": "string"}, "comma-separated statuses"),
+                        _q("label", {"type": "string"}, "comma-separated labels"),
+                        _q("batch", {"type": "string"}, "batch id"),
+                        _q("source_kind", {"type": "string", "enum": ["url", "upload", "test-set"]}, ""),
+                        _q("q", {"type": "string"}, "substring of the source (URL, file or video name)"),
+                        _q("created_from", {"type": "string"}, "ISO date or datetime (inclusive)"),
+                        _q("created_to", {"type": "string"}, "ISO date (whole day) or datetime (inclusive)"),
+                        _q("min_confidence", {"type": "number"}, ""),
+                        _q("sort", {"type": "string", "enum": ["created_at", "confidence", "label", "status"]}, ""),
+                        _q("order", {"type": "string", "enum": ["asc", "desc"]}, "default desc"),
+                        _q("page", {"type": "integer", "minimum": 1}, ""),
+                        _q("per_page", {"type": "integer", "minimum": 1, "maximum": 500}, "default 50"),
+                        _q("format", {"type": "string", "enum": ["json", "csv"]}, "csv: every matching row")],
+                    "responses": {"200": {"description": "A page of jobs, or CSV", "content": {
+                        "application/json": {"schema": _ref("JobPage")},
+                        "text/csv": {"schema": {"type": "string"}}}}, "400": ERR}},
+        },
+        "/api/jobs/{job_id}": {
+            "get": {"summary": "One job", "parameters": [JOB_ID], "responses": {"200": JOB, "404": ERR}}},
+        "/api/jobs/{job_id}/cancel": {
+            "post": {"summary": "Cancel a queued or running job", "parameters": [JOB_ID],
+                     "responses": {"200": JOB, "404": ERR, "409": ERR}}},
+        "/api/jobs/{job_id}/retry": {
+            "post": {"summary": "Run a failed or cancelled job again", "parameters": [JOB_ID],
+                     "responses": {"202": JOB, "404": ERR, "409": ERR}}},
+        "/api/jobs/{job_id}/thumbnails/{n}.jpg": {
+            "get": {"summary": "The n-th sampled-frame thumbnail of a job",
+                    "parameters": [JOB_ID, {"name": "n", "in": "path", "required": True,
+                                            "schema": {"type": "integer", "minimum": 0}}],
+                    "responses": {"200": {"description": "JPEG", "content": {"image/jpeg": {}}},
+                                  "404": ERR}}},
+        "/api/batches": {
+            "post": {"summary": "Submit up to MAX_BATCH_URLS URLs (JSON list or text/CSV file)",
+                     "requestBody": {"required": True, "content": {
+                         "application/json": {"schema": {"type": "object", "required": ["urls"], "properties": {
+                             "urls": {"type": "array", "items": {"type": "string"}},
+                             "name": {"type": "string"}, "callback_url": {"type": "string"}}}},
+                         "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+                             "file": {"type": "string", "format": "binary",
+                                      "description": "one URL a line; CSV: `url` column or the first"},
+                             "name": {"type": "string"}}}}}},
+                     "responses": {"202": _json(_ref("Batch"), "The batch; bad lines in invalid_lines"),
+                                   "400": ERR, "413": ERR, "415": ERR}}},
+        "/api/batches/{batch_id}": {
+            "get": {"summary": "A batch with counts per status and progress",
+                    "parameters": [{"name": "batch_id", "in": "path", "required": True,
+                                    "schema": {"type": "string"}}],
+                    "responses": {"200": _json(_ref("Batch"), "The batch"), "404": ERR}}},
+        "/api/videos": {
+            "get": {"summary": "Test-set video names by category (original API)",
+                    "responses": {"200": _json({"type": "object", "properties": {
+                        "categories": {"type": "object", "additionalProperties": {
+                            "type": "array", "items": {"type": "string"}}},
+                        "count": {"type": "integer"}}}, "Names"), "503": ERR}}},
+        "/api/classify": {
+            "post": {"summary": "Classify synchronously (original API): a test-set name answers at "
+                                "once; a URL or upload is queued and awaited up to `wait` seconds",
+                     "parameters": [_q("wait", {"type": "number", "minimum": 0, "maximum": 300},
+                                       "seconds to wait for a URL/upload job (default SYNC_WAIT_S)")],
+                     "requestBody": SUBMIT_BODY,
+                     "responses": {"200": _json(_ref("Result"), "The classification"),
+                                   "202": JOB, "400": ERR, "404": ERR, "422": ERR, "503": ERR}}},
+        "/api/health": {
+            "get": {"summary": "Versions and reachability of database, queue and model",
+                    "responses": {"200": _json({"type": "object"}, "Healthy"),
+                                  "503": _json({"type": "object"}, "Database or queue unreachable")}}},
+        "/api/openapi.json": {
+            "get": {"summary": "This document", "responses": {"200": _json({"type": "object"}, "OpenAPI 3")}}},
+        "/metrics": {
+            "get": {"summary": "Prometheus metrics: jobs by status, stage durations, queue depth",
+                    "responses": {"200": {"description": "Prometheus text format",
+                                          "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+    },
+    "components": {"schemas": {
+        "Error": {"type": "object", "required": ["code", "message"], "properties": {
+            "code": {"type": "string"}, "message": {"type": "string"}}},
+        "Job": {"type": "object", "properties": {
+            "id": {"type": "string"}, "batch_id": {"type": "string", "nullable": True},
+            "source_kind": {"type": "string", "enum": ["url", "upload", "test-set"]},
+            "source": {"type": "string"},
+            "status": {"type": "string", "enum": ["queued", "downloading", "extracting", "classifying",
+                                                  "done", "failed", "cancelled"]},
+            "progress": {"type": "integer"}, "stage_timings": {"type": "object"},
+            "label": {"type": "string", "nullable": True}, "confidence": {"type": "number", "nullable": True},
+            "probabilities": {"type": "object", "nullable": True},
+            "subcategory": {"type": "string", "nullable": True},
+            "members": {"type": "array", "nullable": True, "items": {"type": "object"}},
+            "agreement": {"type": "number", "nullable": True},
+            "model_version": {"type": "string", "nullable": True},
+            "pipeline_version": {"type": "string", "nullable": True},
+            "error": {"nullable": True, "allOf": [_ref("Error")]},
+            "attempts": {"type": "integer"}, "created_at": {"type": "string", "format": "date-time"},
+            "started_at": {"type": "string", "nullable": True},
+            "finished_at": {"type": "string", "nullable": True},
+            "thumbnails": {"type": "array", "items": {"type": "string"}}}},
+        "JobPage": {"type": "object", "properties": {
+            "jobs": {"type": "array", "items": _ref("Job")}, "page": {"type": "integer"},
+            "per_page": {"type": "integer"}, "total": {"type": "integer"}, "pages": {"type": "integer"}}},
+        "Batch": {"type": "object", "properties": {
+            "id": {"type": "string"}, "name": {"type": "string", "nullable": True},
+            "created_at": {"type": "string"}, "total": {"type": "integer"},
+            "invalid_lines": {"type": "array", "items": {"type": "object", "properties": {
+                "line": {"type": "integer"}, "value": {"type": "string"}, "code": {"type": "string"},
+                "message": {"type": "string"}}}},
+            "status_counts": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "progress": {"type": "number"}}},
+        "Result": {"type": "object", "properties": {
+            "label": {"type": "string"}, "confidence": {"type": "number"},
+            "probabilities": {"type": "object"}, "members": {"type": "array", "items": {"type": "object"}},
+            "agreement": {"type": "number"}, "model_version": {"type": "string"}}},
+    }},
+}
+
+
+@bp.get("/api/openapi.json")
+def openapi():
+    return jsonify(SPEC)

@@ -1,0 +1,31 @@
+"""Per-request database session and the app's Celery client (flaskr-style helpers)."""
+from __future__ import annotations
+
+from flask import current_app, g
+
+from db import session as db_session
+
+
+def get_session():
+    """The request's SQLAlchemy session, closed at teardown."""
+    if "db" not in g:
+        g.db = db_session.get_sessionmaker(current_app.config["DATABASE_URL"])()
+    return g.db
+
+
+def close_session(_exc=None) -> None:
+    session = g.pop("db", None)
+    if session is not None:
+        session.close()
+
+
+def celery():
+    """Celery app for publishing by task name; never imports worker.tasks (nor torch)."""
+    return current_app.extensions["vidclass.celery"]
+
+
+def init_app(app) -> None:
+    from worker.celery_app import make_app
+
+    app.teardown_appcontext(close_session)
+    app.extensions["vidclass.celery"] = make_app(app.config["REDIS_URL"] or None)

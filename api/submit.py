@@ -1,0 +1,187 @@
+"""Turning a request into a committed, queued job (shared by /api/jobs and /api/classify)."""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from flask import current_app, request
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from werkzeug.exceptions import BadRequest
+from werkzeug.utils import secure_filename
+
+from api.errors import ApiError
+from api.store import celery, get_session
+from db.models import Job, new_id, utcnow
+from worker import celery_app as names
+from worker.enqueue import publish_jobs
+
+log = logging.getLogger(__name__)
+
+
+def json_body() -> dict:
+    """The request's JSON object, or a 400 with code bad_json."""
+    try:
+        body = request.get_json(force=False, silent=False)
+    except BadRequest:
+        raise ApiError(400, "bad_json", "request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "bad_json", "request body must be a JSON object")
+    return body
+
+
+def check_url(value, field: str = "url") -> str:
+    """A usable http(s) URL, or ApiError 400 with code bad_url."""
+    code, message = url_problem(value, current_app.config["MAX_URL_LENGTH"])
+    if code:
+        raise ApiError(400, code, message, field=field)
+    return value.strip()
+
+
+def url_problem(value, max_length: int) -> tuple[str | None, str | None]:
+    if not isinstance(value, str) or not value.strip():
+        return "bad_url", "URL must be a non-empty string"
+    value = value.strip()
+    if len(value) > max_length:
+        return "url_too_long", f"URL is {len(value)} characters long; the limit is {max_length}"
+    if any(c.isspace() for c in value):
+        return "bad_url", "URL contains whitespace"
+    try:
+        parts = urlsplit(value)
+    except ValueError as exc:
+        return "bad_url", f"not a URL: {exc}"
+    if parts.scheme.lower() not in ("http", "https"):
+        return "bad_url", f"only http and https URLs are accepted, not {parts.scheme or 'no scheme'!r}"
+    if not parts.hostname:
+        return "bad_url", "URL has no host"
+    return None, None
+
+
+def test_set_names(timeout: float = 10.0) -> dict | None:
+    """{category: [names]} from a worker over the fast queue, cached for a minute; None if no answer."""
+    cache = current_app.extensions.setdefault("vidclass.videos", {})
+    if cache.get("expires", 0) > time.monotonic():
+        return cache["value"]
+    try:
+        value = celery().send_task(names.LIST_VIDEOS, queue=names.FAST_QUEUE, expires=timeout).get(timeout=timeout)
+    except Exception as exc:
+        log.warning("no worker answered the test-set name list: %s", exc)
+        return None
+    if "error" not in value:
+        cache.update(value=value, expires=time.monotonic() + 60)
+    return value
+
+
+def check_video_name(name) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise ApiError(400, "bad_video_name", "video must be a non-empty test-set name", field="video")
+    name = name.strip()
+    listing = test_set_names()
+    if listing is None:
+        return name                    # no worker reachable now: the job fails later if unknown
+    if "error" in listing:
+        raise ApiError(503, listing["error"]["code"], listing["error"]["message"])
+    known = {n for names_ in listing["categories"].values() for n in names_}
+    stems = [n for n in known if os.path.splitext(n)[0] == name]
+    if name not in known and len(stems) != 1:
+        raise ApiError(404, "unknown_video", f"{name!r} is not a test-set video name "
+                                             f"(GET /api/videos lists them)", field="video")
+    return name
+
+
+def find_by_key(key: str) -> Job | None:
+    return get_session().execute(select(Job).where(Job.idempotency_key == key)).scalar_one_or_none()
+
+
+def create_job(kind: str, source: str, *, callback_url=None, idempotency_key=None,
+               upload=None) -> tuple[Job, bool]:
+    """Commit a queued job, then publish it. Returns (job, created); created False = idempotent hit."""
+    session = get_session()
+    if idempotency_key:
+        existing = find_by_key(idempotency_key)
+        if existing is not None:
+            return existing, False
+    job_id = new_id()
+    file_path = save_upload(job_id, upload) if upload is not None else None
+    now = utcnow()
+    job = Job(id=job_id, source_kind=kind, source=source, file_path=file_path, status="queued",
+              progress=0, attempts=0, created_at=now, enqueued_at=now, callback_url=callback_url,
+              idempotency_key=idempotency_key, thumbnails_count=0)
+    session.add(job)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        if file_path:
+            Path(file_path).unlink(missing_ok=True)
+        existing = find_by_key(idempotency_key) if idempotency_key else None
+        if existing is None:
+            raise
+        return existing, False
+    publish(job)
+    return job, True
+
+
+def publish(job: Job) -> None:
+    """Queue a committed job. If the broker is down the job stays queued with enqueued_at NULL,
+    and the reconciler publishes it when the broker is back."""
+    try:
+        publish_jobs([job.id], app=celery())
+    except Exception as exc:
+        log.warning("could not publish job %s (the reconciler will): %s", job.id, exc)
+        session = get_session()
+        session.execute(update(Job).where(Job.id == job.id).values(enqueued_at=None))
+        session.commit()
+
+
+def save_upload(job_id: str, upload) -> str:
+    name = secure_filename(upload.filename or "") or "upload.bin"
+    folder = Path(current_app.config["UPLOAD_DIR"]) / job_id
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    upload.save(path)
+    if path.stat().st_size == 0:
+        path.unlink()
+        folder.rmdir()
+        raise ApiError(400, "empty_file", "the uploaded file is empty", field="file")
+    return str(path)
+
+
+def job_request() -> tuple[str, str, dict]:
+    """(kind, source, extras) from a JSON or multipart body: url, video (test-set name) or file."""
+    if request.files or (request.mimetype or "").startswith("multipart/"):
+        upload = request.files.get("file")
+        if upload is None:
+            raise ApiError(400, "missing_file", "multipart request needs a `file` field", field="file")
+        callback = request.form.get("callback_url") or None
+        if callback:
+            check_url(callback, "callback_url")
+        return "upload", secure_filename(upload.filename or "") or "upload.bin", \
+            {"upload": upload, "callback_url": callback}
+    if not request.is_json:
+        raise ApiError(415, "unsupported_media_type",
+                       "send JSON {\"url\": ...} or {\"video\": ...}, or a multipart `file` upload")
+    body = json_body()
+    callback = body.get("callback_url")
+    if callback is not None:
+        check_url(callback, "callback_url")
+    if "url" in body and "video" in body:
+        raise ApiError(400, "ambiguous_request", "give either `url` or `video`, not both")
+    if "url" in body:
+        return "url", check_url(body["url"]), {"callback_url": callback}
+    if "video" in body:
+        return "test-set", check_video_name(body["video"]), {"callback_url": callback}
+    raise ApiError(400, "missing_source", "JSON body needs `url` (http/https) or `video` (a test-set name)")
+
+
+def idempotency_key() -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    key = key.strip()
+    if not key or len(key) > 255:
+        raise ApiError(400, "bad_idempotency_key", "Idempotency-Key must be 1-255 characters")
+    return key

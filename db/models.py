@@ -1,0 +1,107 @@
+"""Job and batch tables. The schema itself is created only by the Alembic migrations."""
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+SOURCE_KINDS = ("url", "upload", "test-set")
+STATUSES = ("queued", "downloading", "extracting", "classifying", "done", "failed", "cancelled")
+RUNNING = ("downloading", "extracting", "classifying")
+FINAL = ("done", "failed", "cancelled")
+
+
+def utcnow() -> datetime:
+    """Naive UTC: SQLite has no time zones, so every timestamp is stored as naive UTC."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Batch(Base):
+    __tablename__ = "batches"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    total: Mapped[int] = mapped_column(Integer, default=0)          # jobs queued
+    invalid_lines: Mapped[list] = mapped_column(JSON, default=list)
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "name": self.name, "created_at": _iso(self.created_at),
+                "total": self.total, "invalid_lines": self.invalid_lines or []}
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    batch_id: Mapped[str | None] = mapped_column(String(36), ForeignKey("batches.id"))
+    source_kind: Mapped[str] = mapped_column(String(16))
+    source: Mapped[str] = mapped_column(Text)                   # URL, upload file name or test-set name
+    file_path: Mapped[str | None] = mapped_column(Text)         # stored upload
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    progress: Mapped[int] = mapped_column(Integer, default=0)
+    stage_timings: Mapped[dict] = mapped_column(JSON, default=dict)
+    label: Mapped[str | None] = mapped_column(String(32))
+    confidence: Mapped[float | None] = mapped_column(Float)
+    probabilities: Mapped[dict | None] = mapped_column(JSON)
+    subcategory: Mapped[str | None] = mapped_column(String(64))
+    subcategory_confidence: Mapped[float | None] = mapped_column(Float)
+    member_probabilities: Mapped[list | None] = mapped_column(JSON)
+    agreement: Mapped[float | None] = mapped_column(Float)
+    model_version: Mapped[str | None] = mapped_column(String(64))
+    pipeline_version: Mapped[str | None] = mapped_column(String(64))
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    enqueued_at: Mapped[datetime | None] = mapped_column(DateTime)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+    worker: Mapped[str | None] = mapped_column(String(128))     # host:pid running it
+    task_id: Mapped[str | None] = mapped_column(String(64))     # Celery task id that owns the run
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    callback_url: Mapped[str | None] = mapped_column(Text)
+    callback_status: Mapped[str | None] = mapped_column(String(32))
+    thumbnails_count: Mapped[int] = mapped_column(Integer, default=0)
+    thumbnail_paths: Mapped[list | None] = mapped_column(JSON)
+
+    __table_args__ = (
+        Index("ix_jobs_created_at", "created_at"),
+        Index("ix_jobs_status_created", "status", "created_at"),
+        Index("ix_jobs_label_created", "label", "created_at"),
+        Index("ix_jobs_batch_status", "batch_id", "status"),
+        Index("ix_jobs_confidence", "confidence"),
+    )
+
+    def to_dict(self) -> dict:
+        return {
+            "id": self.id, "batch_id": self.batch_id, "source_kind": self.source_kind,
+            "source": self.source, "status": self.status, "progress": self.progress,
+            "stage_timings": self.stage_timings or {}, "label": self.label,
+            "confidence": self.confidence, "probabilities": self.probabilities,
+            "subcategory": self.subcategory, "subcategory_confidence": self.subcategory_confidence,
+            "members": self.member_probabilities, "agreement": self.agreement,
+            "model_version": self.model_version, "pipeline_version": self.pipeline_version,
+            "error": ({"code": self.error_code, "message": self.error_message}
+                      if self.error_code else None),
+            "attempts": self.attempts, "created_at": _iso(self.created_at),
+            "started_at": _iso(self.started_at), "finished_at": _iso(self.finished_at),
+            "callback_url": self.callback_url, "callback_status": self.callback_status,
+            "thumbnails": [f"/api/jobs/{self.id}/thumbnails/{n}.jpg"
+                           for n in range(self.thumbnails_count or 0)],
+        }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat(timespec="milliseconds") + "Z" if value else None

@@ -1,0 +1,89 @@
+"""Every environment variable the service reads, in one list (docs/CONFIG.md is its table).
+
+The API, the workers and the CLI all read configuration through `get()`, at call time, so a
+test or an operator can change the environment before starting a process.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+INSTANCE_DIR = REPO_ROOT / "instance"
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: object
+    type: type
+    help: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("DATABASE_URL", f"sqlite:///{INSTANCE_DIR / 'vidclass.db'}", str,
+            "SQLAlchemy URL of the job database (SQLite file or postgresql+psycopg://...)."),
+    Setting("REDIS_URL", "", str,
+            "Redis broker/result URL. Empty: `vidclass up` starts an embedded redis-server; "
+            "`vidclass api`/`worker` fall back to redis://127.0.0.1:6379/0."),
+    Setting("UPLOAD_DIR", str(INSTANCE_DIR / "uploads"), str,
+            "Where uploaded videos are stored; every worker must be able to read it."),
+    Setting("THUMBNAIL_DIR", str(INSTANCE_DIR / "thumbnails"), str,
+            "Where per-job JPEG thumbnails are written (THUMBNAIL_DIR/<job_id>/<n>.jpg)."),
+    Setting("MAX_UPLOAD_MB", 500, int, "Largest accepted upload (HTTP 413 above)."),
+    Setting("MAX_DOWNLOAD_MB", 500, int, "Largest video a worker downloads from a URL."),
+    Setting("MAX_VIDEO_SECONDS", 3600, int, "Longest video (by its reported duration) a worker downloads."),
+    Setting("MAX_URL_LENGTH", 2048, int, "Longest accepted URL."),
+    Setting("MAX_BATCH_URLS", 10000, int, "Most URLs in one batch."),
+    Setting("JOB_TIMEOUT_S", 1800, int, "Hard time limit of one job; the broker's visibility timeout is longer."),
+    Setting("MAX_ATTEMPTS", 3, int, "A job delivered more often than this fails with code too_many_attempts."),
+    Setting("DOWNLOAD_TIMEOUT_S", 30, int, "Socket timeout of downloads."),
+    Setting("DOWNLOAD_RETRIES", 3, int, "Retries (exponential backoff) of transient download errors."),
+    Setting("CALLBACK_SECRET", "", str,
+            "HMAC-SHA256 key signing callback bodies (header X-Vidclass-Signature: sha256=<hex>)."),
+    Setting("CALLBACK_RETRIES", 5, int, "Retries (exponential backoff) of a failed callback POST."),
+    Setting("SYNC_WAIT_S", 30, float, "Default wait of POST /api/classify for a URL or upload."),
+    Setting("THUMBNAILS_PER_JOB", 4, int, "Sampled frames saved as JPEG thumbnails per job (0 = none)."),
+    Setting("HEARTBEAT_S", 5, float, "How often a running job refreshes its heartbeat."),
+    Setting("HEARTBEAT_STALE_S", 60, float, "A running job whose heartbeat is older than this is re-queued."),
+    Setting("QUEUED_STALE_S", 900, float,
+            "A queued job not picked up for this long is published again (duplicates are no-ops)."),
+    Setting("RECONCILE_INTERVAL_S", 10, float, "How often a worker's reconciler looks for lost jobs."),
+    Setting("WORKER_CONCURRENCY", 2, int, "Worker processes of `vidclass worker` / `vidclass up --workers`."),
+    Setting("VIDCLASS_MODELS_DIR", "", str, "Ensemble checkpoints (default models_enhanced/)."),
+    Setting("VIDCLASS_FEATURES_DIR", "", str, "Test-set features files (default features_enhanced/)."),
+    Setting("VIDCLASS_PROCESSED_DIR", "", str, "Test-set name index (default data/processed/test/)."),
+)
+
+_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+def get(name: str):
+    """The value of one setting: environment variable if set and non-empty, else its default."""
+    setting = _BY_NAME[name]
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return setting.default
+    try:
+        return setting.type(raw)
+    except ValueError as exc:
+        raise ValueError(f"environment variable {name}={raw!r} is not a valid {setting.type.__name__}") from exc
+
+
+def load() -> dict:
+    """All settings as a dict (the Flask app's config starts from this)."""
+    return {s.name: get(s.name) for s in SETTINGS}
+
+
+def redis_url() -> str:
+    return get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+
+
+def markdown_table() -> str:
+    """The table in docs/CONFIG.md, generated from SETTINGS so the two cannot drift."""
+    lines = ["| Variable | Default | Meaning |", "|---|---|---|"]
+    for s in SETTINGS:
+        default = str(s.default).replace(str(REPO_ROOT), "<repo>") if s.default != "" else "(empty)"
+        lines.append(f"| `{s.name}` | `{default}` | {s.help} |")
+    return "\n".join(lines)

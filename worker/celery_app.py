@@ -1,0 +1,55 @@
+"""The Celery application. Importing it imports neither torch nor the tasks' ML code.
+
+The API publishes by task NAME (`send_task`), so it never imports worker.tasks either. Two queues:
+  jobs  long classification jobs (download -> frames -> features -> classify)
+  fast  requests someone waits on: test-set names, classify-by-name, the model version
+"""
+from __future__ import annotations
+
+from celery import Celery
+
+from db import settings
+
+JOBS_QUEUE = "jobs"
+FAST_QUEUE = "fast"
+
+PROCESS_JOB = "vidclass.process_job"
+SEND_CALLBACK = "vidclass.send_callback"
+CLASSIFY_NAME = "vidclass.fast.classify_name"
+LIST_VIDEOS = "vidclass.fast.list_videos"
+MODEL_INFO = "vidclass.fast.model_info"
+
+
+def visibility_timeout_s() -> int:
+    """Longer than the longest allowed job, so Redis never re-delivers a job that is still running."""
+    return int(settings.get("JOB_TIMEOUT_S")) * 2 + 600
+
+
+def make_app(broker_url: str | None = None) -> Celery:
+    url = broker_url or settings.redis_url()
+    app = Celery("vidclass")
+    transport = {"visibility_timeout": visibility_timeout_s()}
+    app.conf.update(
+        broker_url=url,
+        result_backend=url,
+        broker_transport_options=transport,
+        result_backend_transport_options=transport,
+        broker_connection_retry_on_startup=True,
+        task_serializer="json", result_serializer="json", accept_content=["json"],
+        # A job is acknowledged only when it ends; a SIGKILLed worker process's job is re-queued.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_default_queue=JOBS_QUEUE,
+        task_routes={PROCESS_JOB: {"queue": JOBS_QUEUE}, SEND_CALLBACK: {"queue": JOBS_QUEUE},
+                     "vidclass.fast.*": {"queue": FAST_QUEUE}},
+        result_expires=3600,
+        # Loading the ensemble in worker_process_init takes seconds; Celery's default is 4 s.
+        worker_proc_alive_timeout=300,
+        worker_hijack_root_logger=False,
+        imports=("worker.tasks",),
+    )
+    return app
+
+
+app = make_app()

@@ -1,0 +1,41 @@
+"""What workers tell the API through Redis: the loaded model, and which worker nodes are alive.
+
+The API never loads the model; /api/health reads these keys instead.
+"""
+from __future__ import annotations
+
+import json
+import time
+
+from db import settings
+
+MODEL_KEY = "vidclass:model"
+WORKER_KEY = "vidclass:worker:"
+
+
+def client():
+    import redis
+
+    return redis.Redis.from_url(settings.redis_url(), socket_timeout=5, socket_connect_timeout=5)
+
+
+def publish_model(version: str, pipeline: dict, members: int, worker: str) -> None:
+    """Called by each pool process once its ensemble is loaded."""
+    info = {"model_version": version, "pipeline": pipeline, "members": members,
+            "worker": worker, "loaded_at": time.time()}
+    try:
+        client().set(MODEL_KEY, json.dumps(info))
+    except Exception:
+        pass   # health reporting must never stop a worker
+
+
+def beat_worker(hostname: str, ttl_s: float) -> None:
+    client().set(WORKER_KEY + hostname, json.dumps({"hostname": hostname, "at": time.time()}),
+                 ex=max(1, int(ttl_s)))
+
+
+def read(redis_client) -> dict:
+    """{'model': {...} or None, 'workers': [hostname, ...]} as the API reports it."""
+    raw = redis_client.get(MODEL_KEY)
+    workers = sorted(k.decode()[len(WORKER_KEY):] for k in redis_client.scan_iter(WORKER_KEY + "*"))
+    return {"model": json.loads(raw) if raw else None, "workers": workers}

@@ -1,0 +1,101 @@
+"""The reconciler: the database is the source of truth, the broker may lose messages.
+
+It re-publishes
+  * running jobs whose heartbeat is older than HEARTBEAT_STALE_S (their worker vanished),
+  * queued jobs that were never published (enqueued_at NULL: the broker was down at submit time),
+  * every queued job when the broker lost its data (Redis restarted without persistence): detected
+    by a marker key that disappears with the data,
+  * queued jobs not picked up for QUEUED_STALE_S (any other lost message).
+A duplicate message is harmless: worker.tasks.claim() lets only one run own a job.
+
+It runs as a thread in every Celery worker's parent process; a short Redis lock makes one
+reconciler act per interval when several worker nodes run.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from datetime import timedelta
+
+from sqlalchemy import or_, select, update
+
+from db import session as db_session
+from db import settings
+from db.models import RUNNING, Job, utcnow
+from worker import health_keys
+from worker.enqueue import publish_jobs
+
+log = logging.getLogger(__name__)
+
+MARKER_KEY = "vidclass:broker-marker"
+LOCK_KEY = "vidclass:reconcile-lock"
+
+_thread: threading.Thread | None = None
+_stop = threading.Event()
+
+
+def reconcile_once(redis_client, now=None) -> dict:
+    """One pass; returns how many jobs it re-published, by reason (None when another node acted)."""
+    interval = settings.get("RECONCILE_INTERVAL_S")
+    if not redis_client.set(LOCK_KEY, uuid.uuid4().hex, nx=True, px=max(100, int(interval * 900))):
+        return None
+    now = now or utcnow()
+    broker_lost = not redis_client.exists(MARKER_KEY)
+    stale_beat = now - timedelta(seconds=settings.get("HEARTBEAT_STALE_S"))
+    stale_queue = now - timedelta(seconds=settings.get("QUEUED_STALE_S"))
+    counts = {"running_stale": 0, "queued_lost": 0}
+    with db_session.session_scope() as s:
+        dead = s.execute(select(Job.id).where(
+            Job.status.in_(RUNNING),
+            or_(Job.heartbeat_at < stale_beat, Job.heartbeat_at.is_(None)))).scalars().all()
+        if dead:
+            # Back to queued: the next claim() starts it afresh and counts the attempt.
+            s.execute(update(Job).where(Job.id.in_(dead), Job.status.in_(RUNNING),
+                                        or_(Job.heartbeat_at < stale_beat, Job.heartbeat_at.is_(None)))
+                      .values(status="queued", task_id=None, enqueued_at=now))
+        queued_filter = [Job.status == "queued"]
+        if not broker_lost:
+            queued_filter.append(or_(Job.enqueued_at.is_(None), Job.enqueued_at < stale_queue))
+        lost = s.execute(select(Job.id).where(*queued_filter).order_by(Job.created_at)).scalars().all()
+        lost = [j for j in lost if j not in set(dead)]
+        if lost:
+            for start in range(0, len(lost), 500):
+                s.execute(update(Job).where(Job.id.in_(lost[start:start + 500])).values(enqueued_at=now))
+    ids = list(dead) + list(lost)
+    if ids:
+        publish_jobs(ids)
+        log.warning("reconciler re-published %d stale running and %d lost queued job(s)%s",
+                    len(dead), len(lost), " (broker lost its data)" if broker_lost else "")
+    if broker_lost:
+        redis_client.set(MARKER_KEY, now.isoformat())
+    counts["running_stale"], counts["queued_lost"] = len(dead), len(lost)
+    return counts
+
+
+def loop(hostname: str) -> None:
+    interval = settings.get("RECONCILE_INTERVAL_S")
+    redis_client = None
+    while not _stop.is_set():
+        try:
+            redis_client = redis_client or health_keys.client()
+            health_keys.beat_worker(hostname, ttl_s=interval * 3 + 5)
+            reconcile_once(redis_client)
+        except Exception as exc:     # Redis or the db down: keep trying, that is the point
+            log.warning("reconciler pass failed: %s", exc)
+            redis_client = None
+        _stop.wait(interval)
+
+
+def start_thread(hostname: str) -> None:
+    global _thread
+    if _thread is not None and _thread.is_alive():
+        return
+    _stop.clear()
+    _thread = threading.Thread(target=loop, args=(hostname,), daemon=True, name="vidclass-reconciler")
+    _thread.start()
+
+
+def stop_thread() -> None:
+    _stop.set()

@@ -1,0 +1,430 @@
+"""Celery tasks. The ensemble is loaded once per worker process, after fork (worker_process_init).
+
+This module is imported by the Celery parent process too, so it must not import torch at module
+level: everything from vidclass.classify is imported inside worker_process_init.
+
+A job runs download -> sample frames -> features -> classify, committing each status change.
+The database decides who runs a job (claim()): a job already done/cancelled is skipped, a job
+re-delivered after its worker died restarts cleanly with attempts + 1, and a duplicate message for
+a job someone else is running right now is dropped.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from celery.exceptions import SoftTimeLimitExceeded
+from celery.signals import worker_process_init, worker_ready, worker_shutdown
+from sqlalchemy import select, update
+
+from db import session as db_session
+from db import settings
+from db.models import FINAL, RUNNING, Job, utcnow
+from worker import celery_app as names
+from worker import health_keys
+from worker.celery_app import app
+
+log = logging.getLogger(__name__)
+
+_state: dict = {"classifier": None, "load_error": None}
+
+
+class JobCancelled(Exception):
+    """The job was cancelled while running."""
+
+
+class JobLost(Exception):
+    """Another run took the job over (this one was presumed dead)."""
+
+
+# ---------------------------------------------------------------- process start
+
+@worker_process_init.connect
+def _load_classifier(**_):
+    """Runs in every pool child after fork: fresh db connections, then the ensemble, once."""
+    db_session.dispose_all()
+    import torch  # noqa: F401  (first import here, in the child, never in the parent)
+
+    torch.set_num_threads(int(os.environ.get("VIDCLASS_TORCH_THREADS", "1")))
+    from vidclass.classify import Classifier
+
+    classifier = Classifier()
+    try:
+        ensemble = classifier.ensemble
+        health_keys.publish_model(ensemble.version, ensemble.pipeline.to_dict(),
+                                  len(ensemble.members), _worker_name())
+    except Exception as exc:      # no models yet: jobs fail with a clear reason instead
+        log.error("could not load the ensemble: %s", exc)
+        _state["load_error"] = exc
+    _state["classifier"] = classifier
+
+
+@worker_ready.connect
+def _start_reconciler(sender=None, **_):
+    """The parent worker process runs the reconciler loop (a thread; no torch here)."""
+    from worker import reconcile
+
+    reconcile.start_thread(hostname=getattr(sender, "hostname", socket.gethostname()))
+
+
+@worker_shutdown.connect
+def _stop_reconciler(**_):
+    from worker import reconcile
+
+    reconcile.stop_thread()
+
+
+def _classifier():
+    if _state["classifier"] is None:      # e.g. a solo/threads pool: no worker_process_init
+        _load_classifier()
+    if _state["load_error"] is not None:
+        # Retry the load: the operator may have put the models in place since.
+        try:
+            _state["classifier"].ensemble
+            _state["load_error"] = None
+        except Exception:
+            raise _state["load_error"]
+    return _state["classifier"]
+
+
+def _worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+# ---------------------------------------------------------------- the job task
+
+@app.task(name=names.PROCESS_JOB, bind=True, ignore_result=True,
+          soft_time_limit=settings.get("JOB_TIMEOUT_S"), time_limit=settings.get("JOB_TIMEOUT_S") + 60)
+def process_job(self, job_id: str) -> None:
+    run = claim(job_id, self.request.id or "local")
+    if run is None:
+        return
+    JobRun(run).execute()
+
+
+def claim(job_id: str, task_id: str) -> dict | None:
+    """Take ownership of a job for this task, or None when it must not run here.
+
+    Optimistic: the UPDATE only matches the row as it was read, so two workers racing for the
+    same job (duplicate message) cannot both win, on SQLite as on PostgreSQL.
+    """
+    now = utcnow()
+    stale = now - timedelta(seconds=settings.get("HEARTBEAT_STALE_S"))
+    with db_session.session_scope() as s:
+        job = s.get(Job, job_id)
+        if job is None:
+            log.warning("job %s not in the database; dropping its message", job_id)
+            return None
+        if job.status in FINAL:
+            return None
+        if job.status in RUNNING and job.task_id != task_id and job.heartbeat_at and job.heartbeat_at > stale:
+            return None          # alive elsewhere; this message is a duplicate
+        seen_status, seen_attempts = job.status, job.attempts
+        if job.attempts >= settings.get("MAX_ATTEMPTS"):
+            values = dict(status="failed", error_code="too_many_attempts", finished_at=now,
+                          error_message=f"gave up after {job.attempts} attempts (the worker running "
+                                        f"it died or lost it each time)")
+            claimed = False
+        else:
+            first = "downloading" if job.source_kind == "url" else "extracting"
+            values = dict(status=first, attempts=job.attempts + 1, task_id=task_id,
+                          worker=_worker_name(), started_at=now, heartbeat_at=now, progress=0,
+                          stage_timings={}, error_code=None, error_message=None)
+            claimed = True
+        result = s.execute(update(Job).where(Job.id == job_id, Job.status == seen_status,
+                                             Job.attempts == seen_attempts).values(**values))
+        if result.rowcount != 1:
+            return None
+        snapshot = dict(id=job.id, source_kind=job.source_kind, source=job.source,
+                        file_path=job.file_path, callback_url=job.callback_url, task_id=task_id)
+    if not claimed:
+        _after_final(snapshot)
+        return None
+    return snapshot
+
+
+class JobRun:
+    """One attempt at one job: stages, heartbeats, cancellation, result, cleanup."""
+
+    def __init__(self, job: dict):
+        self.job = job
+        self.id = job["id"]
+        self.task_id = job["task_id"]
+        self.timings: dict = {}
+        self.cancelled = threading.Event()
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._last_write = 0.0
+        self._status = None
+
+    # -- state updates (all guarded by task_id so a superseded run cannot write)
+    def _update(self, **values) -> None:
+        with db_session.session_scope() as s:
+            res = s.execute(update(Job).where(Job.id == self.id, Job.task_id == self.task_id,
+                                              Job.status.in_(RUNNING)).values(**values))
+            if res.rowcount == 1:
+                return
+            status = s.execute(select(Job.status).where(Job.id == self.id)).scalar()
+        if status == "cancelled":
+            self.cancelled.set()
+            raise JobCancelled()
+        self.lost.set()
+        raise JobLost()
+
+    def stage(self, status: str, progress: int, force: bool = False) -> None:
+        if self.cancelled.is_set():
+            raise JobCancelled()
+        if self.lost.is_set():
+            raise JobLost()
+        now = time.monotonic()
+        if not force and status == self._status and now - self._last_write < 0.5:
+            return                     # progress callbacks come often; write at most twice a second
+        self._last_write, self._status = now, status
+        self._update(status=status, progress=int(progress), heartbeat_at=utcnow(),
+                     stage_timings=dict(self.timings))
+
+    def _heartbeat_loop(self) -> None:
+        interval = settings.get("HEARTBEAT_S")
+        while not self._stop.wait(interval):
+            try:
+                self._update(heartbeat_at=utcnow())
+            except (JobCancelled, JobLost):
+                return
+            except Exception as exc:   # db briefly unavailable: try again next beat
+                log.warning("heartbeat of job %s failed: %s", self.id, exc)
+
+    # -- the stages
+    def execute(self) -> None:
+        beat = threading.Thread(target=self._heartbeat_loop, daemon=True, name=f"heartbeat-{self.id}")
+        beat.start()
+        workdir = Path(tempfile.mkdtemp(prefix=f"vidclass-{self.id[:8]}-"))
+        started = time.perf_counter()
+        try:
+            result = self._run(workdir)
+            self.timings["total_s"] = round(time.perf_counter() - started, 4)
+            self._finish(result)
+        except (JobCancelled, JobLost):
+            log.info("job %s stopped: %s", self.id, "cancelled" if self.cancelled.is_set() else "taken over")
+        except BaseException as exc:
+            code, message = error_of(exc)
+            self.timings["total_s"] = round(time.perf_counter() - started, 4)
+            try:
+                self._fail(code, message)
+            except (JobCancelled, JobLost):
+                pass
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            self._stop.set()
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    def _run(self, workdir: Path) -> dict:
+        kind, source = self.job["source_kind"], self.job["source"]
+        classifier = _classifier()
+        if kind == "test-set":
+            self.stage("classifying", 50, force=True)
+            t = time.perf_counter()
+            result = classifier.classify_name(source)
+            self.timings["classify_s"] = round(time.perf_counter() - t, 4)
+            return result
+        if kind == "url":
+            path = self._download(source, workdir)
+        else:
+            path = Path(self.job["file_path"] or "")
+            if not path.is_file():
+                raise FileNotFoundError(f"uploaded file {self.job['source']!r} is no longer stored")
+        return self._classify_file(classifier, path)
+
+    def _download(self, url: str, workdir: Path) -> Path:
+        from vidclass.download import fetch
+
+        self.stage("downloading", 1, force=True)
+        t = time.perf_counter()
+        path = fetch(url, workdir, max_bytes=settings.get("MAX_DOWNLOAD_MB") << 20,
+                     max_seconds=settings.get("MAX_VIDEO_SECONDS"),
+                     timeout=settings.get("DOWNLOAD_TIMEOUT_S"),
+                     retries=settings.get("DOWNLOAD_RETRIES"),
+                     progress=lambda f: self.stage("downloading", 1 + 29 * f))
+        self.timings["download_s"] = round(time.perf_counter() - t, 4)
+        return path
+
+    def _classify_file(self, classifier, path: Path) -> dict:
+        base = 30 if self.job["source_kind"] == "url" else 0
+        span = {"sampling": (base, 20), "features": (base + 20, 60 - base)}
+
+        def progress(stage: str, fraction: float) -> None:
+            start, width = span.get(stage, (base, 0))
+            self.stage("extracting", start + width * max(0.0, min(1.0, fraction)))
+
+        self.stage("extracting", base, force=True)
+        video = classifier.extractor.extract_file(path, progress=progress)
+        for key, value in (getattr(video, "timings", None) or {}).items():
+            self.timings[key] = value
+        self.stage("classifying", 90, force=True)
+        t = time.perf_counter()
+        prediction = classifier.ensemble.predict(video.features[None], [video.length])
+        result = {"target": self.job["source"], **prediction.result_dict(0)}
+        self.timings["classify_s"] = round(time.perf_counter() - t, 4)
+        t = time.perf_counter()
+        self.thumbnails = save_thumbnails(self.id, getattr(video, "frames", None))
+        self.timings["thumbnails_s"] = round(time.perf_counter() - t, 4)
+        return result
+
+    # -- endings
+    def _finish(self, result: dict) -> None:
+        thumbs = getattr(self, "thumbnails", [])
+        pipeline = result.get("pipeline")
+        pipeline_version = (hashlib.sha256(json.dumps(pipeline, sort_keys=True).encode()).hexdigest()[:12]
+                            if pipeline else None)
+        self._update(status="done", progress=100, finished_at=utcnow(), heartbeat_at=utcnow(),
+                     label=result["label"], confidence=result["confidence"],
+                     probabilities=result["probabilities"], member_probabilities=result.get("members"),
+                     agreement=result.get("agreement"), subcategory=result.get("subcategory"),
+                     subcategory_confidence=result.get("subcategory_confidence"),
+                     model_version=result.get("model_version"), pipeline_version=pipeline_version,
+                     stage_timings=dict(self.timings), thumbnails_count=len(thumbs),
+                     thumbnail_paths=[str(p) for p in thumbs])
+        if self.job["source_kind"] == "upload" and self.job.get("file_path"):
+            Path(self.job["file_path"]).unlink(missing_ok=True)   # kept until done, for retries
+        _after_final(self.job)
+
+    def _fail(self, code: str, message: str) -> None:
+        log.info("job %s failed: %s: %s", self.id, code, message)
+        self._update(status="failed", finished_at=utcnow(), error_code=code,
+                     error_message=message[:2000], stage_timings=dict(self.timings))
+        _after_final(self.job)
+
+
+def error_of(exc: BaseException) -> tuple[str, str]:
+    """(stable code, human message) for the reasons a job can fail."""
+    from vidclass.download import DownloadError
+
+    if isinstance(exc, DownloadError):
+        return exc.code, str(exc)
+    if isinstance(exc, SoftTimeLimitExceeded):
+        return "timeout", f"the job ran longer than JOB_TIMEOUT_S={settings.get('JOB_TIMEOUT_S')} s"
+    kind = type(exc).__name__
+    codes = {"VideoError": "bad_video", "UnknownVideo": "unknown_video", "NoModelsError": "no_models",
+             "PipelineMismatch": "pipeline_mismatch", "FileNotFoundError": "file_missing",
+             "CheckpointError": "bad_model"}
+    message = str(exc) if kind != "UnknownVideo" else exc.__str__()
+    return codes.get(kind, "internal_error"), message or kind
+
+
+def save_thumbnails(job_id: str, frames) -> list[Path]:
+    """A few evenly spaced sampled frames as small JPEGs under THUMBNAIL_DIR/<job_id>/."""
+    count = settings.get("THUMBNAILS_PER_JOB")
+    if frames is None or count <= 0 or len(frames) == 0:
+        return []
+    import numpy as np
+    from PIL import Image
+
+    out_dir = Path(settings.get("THUMBNAIL_DIR")) / job_id
+    out_dir.mkdir(parents=True, exist_ok=True)
+    picks = np.linspace(0, len(frames) - 1, num=min(count, len(frames))).round().astype(int)
+    paths = []
+    for n, i in enumerate(picks):
+        image = Image.fromarray(np.asarray(frames[i], dtype=np.uint8))
+        image.thumbnail((192, 192))
+        path = out_dir / f"{n}.jpg"
+        image.save(path, "JPEG", quality=75)
+        paths.append(path)
+    return paths
+
+
+def _after_final(job: dict) -> None:
+    if job.get("callback_url"):
+        try:
+            from worker.enqueue import publish_callback
+
+            publish_callback(job["id"])
+        except Exception as exc:
+            log.warning("could not queue the callback of job %s: %s", job["id"], exc)
+
+
+# ---------------------------------------------------------------- callbacks
+
+def sign(body: bytes, secret: str) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+@app.task(name=names.SEND_CALLBACK, bind=True, ignore_result=True, max_retries=None)
+def send_callback(self, job_id: str) -> None:
+    """POST the finished job to its callback_url, signed; retried with exponential backoff."""
+    import requests
+
+    with db_session.session_scope() as s:
+        job = s.get(Job, job_id)
+        if job is None or not job.callback_url:
+            return
+        url, body = job.callback_url, json.dumps(job.to_dict(), sort_keys=True).encode()
+    headers = {"Content-Type": "application/json", "X-Vidclass-Job": job_id}
+    secret = settings.get("CALLBACK_SECRET")
+    if secret:
+        headers["X-Vidclass-Signature"] = sign(body, secret)
+    try:
+        response = requests.post(url, data=body, headers=headers, timeout=10)
+        ok, reason = response.status_code < 300, f"HTTP {response.status_code}"
+    except requests.RequestException as exc:
+        ok, reason = False, str(exc)
+    if ok:
+        _set_callback_status(job_id, "delivered")
+        return
+    if self.request.retries >= settings.get("CALLBACK_RETRIES"):
+        _set_callback_status(job_id, "failed")
+        log.warning("callback of job %s to %s failed for good: %s", job_id, url, reason)
+        return
+    _set_callback_status(job_id, f"retrying ({self.request.retries + 1})")
+    raise self.retry(countdown=min(300, 2 ** self.request.retries))
+
+
+def _set_callback_status(job_id: str, status: str) -> None:
+    with db_session.session_scope() as s:
+        s.execute(update(Job).where(Job.id == job_id).values(callback_status=status))
+
+
+# ---------------------------------------------------------------- the fast queue
+
+def _error(exc: Exception) -> dict:
+    code, message = error_of(exc)
+    return {"error": {"code": code, "message": message}}
+
+
+@app.task(name=names.CLASSIFY_NAME)
+def classify_name(name: str) -> dict:
+    """Synchronous classify-by-name: answers from the test-set features file."""
+    try:
+        return _classifier().classify_name(name)
+    except Exception as exc:
+        return _error(exc)
+
+
+@app.task(name=names.LIST_VIDEOS)
+def list_videos() -> dict:
+    try:
+        test_set = _classifier().test_set
+        by_category = test_set.by_category()
+        return {"categories": by_category, "count": sum(len(v) for v in by_category.values())}
+    except Exception as exc:
+        return _error(exc)
+
+
+@app.task(name=names.MODEL_INFO)
+def model_info() -> dict:
+    try:
+        info = _classifier().ensemble.describe()
+        for member in info.get("members", []):
+            member.pop("metrics", None)
+        return info
+    except Exception as exc:
+        return _error(exc)
