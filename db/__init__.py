@@ -1,0 +1,1 @@
+"""Database models and session shared by the API and the workers."""

@@ -1,0 +1,1 @@
+"""Celery app and tasks. Importing this package must not import torch."""
