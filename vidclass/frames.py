@@ -39,6 +39,10 @@ class VideoError(ValueError):
     """The file is not a usable video: not a video, no video stream, nothing decodable."""
 
 
+class _BrokenTimestamps(Exception):
+    """Frame times are missing or do not increase: seeking by time cannot work on this file."""
+
+
 @dataclass
 class VideoInfo:
     """What the container says about the video stream (None where it says nothing)."""
@@ -114,7 +118,6 @@ class _Cursor:
         self.decoded = 0            # frames decoded (for benchmarks/tests)
         self.failed = False         # decoding hit an error (truncated/corrupt data)
         self.eof = False
-        self._count = 0             # frames since the last seek (for files without timestamps)
 
     def seek(self, t: float) -> None:
         tb = self.stream.time_base
@@ -130,9 +133,6 @@ class _Cursor:
         self.frames = self.container.decode(self.stream)
         self.pending = None
         self.eof = False
-
-    def _frame_time(self, frame) -> float | None:
-        return frame.time
 
     def next(self):
         """The next decoded frame, or None at the end (or at the first decoding error)."""
@@ -192,7 +192,14 @@ def sample_frames(path: str | os.PathLike, num_frames: int, exact: bool = False,
             # reservoir when we cannot tell the duration).
             picked, nexts = _forward_pass(cursor, num_frames, with_next)
         else:
-            picked, nexts = _seek_pass(cursor, info, num_frames, exact, with_next)
+            try:
+                picked, nexts = _seek_pass(cursor, info, num_frames, exact, with_next)
+            except _BrokenTimestamps:
+                # Timestamps we cannot seek by: start over with one forward pass.
+                container.close()
+                container = _open(path)
+                cursor = _Cursor(container, size)
+                picked, nexts = _forward_pass(cursor, num_frames, with_next)
         if not picked:
             why = "truncated or corrupt" if cursor.failed else "no decodable frame"
             raise VideoError(f"{why}: no frame could be decoded from {path}")
@@ -294,7 +301,9 @@ def _seek_pass(cursor: _Cursor, info: VideoInfo, n: int, exact: bool, with_next:
             if cand is None:
                 break
             frame = cand
-            ft = cand.time if cand.time is not None else goal
+            ft = cand.time
+            if ft is None or (pos is not None and ft <= pos):
+                raise _BrokenTimestamps()      # times must increase while decoding forward
             pos = ft
             if ft >= goal - eps:
                 break
