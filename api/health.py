@@ -31,6 +31,11 @@ def _redis():
     return clients[url]
 
 
+def _depth(r) -> dict:
+    prefix = (celery().conf.broker_transport_options or {}).get("global_keyprefix", "")
+    return {q: r.llen(prefix + q) for q in (names.JOBS_QUEUE, names.FAST_QUEUE)}
+
+
 @bp.get("/api/health")
 def health():
     url = current_app.config["DATABASE_URL"]
@@ -47,7 +52,7 @@ def health():
     try:
         r = _redis()
         queue["version"] = r.info("server").get("redis_version")
-        queue["depth"] = {q: r.llen(q) for q in (names.JOBS_QUEUE, names.FAST_QUEUE)}
+        queue["depth"] = _depth(r)
         queue["ok"] = True
         seen = health_keys.read(r)
         model, workers = seen["model"], seen["workers"]
@@ -78,7 +83,7 @@ def metrics():
     depth, workers = {}, 0
     try:
         r = _redis()
-        depth = {q: r.llen(q) for q in (names.JOBS_QUEUE, names.FAST_QUEUE)}
+        depth = _depth(r)
         workers = len(health_keys.read(r)["workers"])
     except Exception:
         pass

@@ -27,6 +27,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("REDIS_URL", "", str,
             "Redis broker/result URL. Empty: `vidclass up` starts an embedded redis-server; "
             "`vidclass api`/`worker` fall back to redis://127.0.0.1:6379/0."),
+    Setting("REDIS_PREFIX", "", str,
+            "Prefix of every Redis key (queues, results, heartbeats): several deployments or test "
+            "runs can share one Redis."),
     Setting("UPLOAD_DIR", str(INSTANCE_DIR / "uploads"), str,
             "Where uploaded videos are stored; every worker must be able to read it."),
     Setting("THUMBNAIL_DIR", str(INSTANCE_DIR / "thumbnails"), str,

@@ -15,6 +15,10 @@ import requests
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".webm", ".mkv", ".mov", ".avi", ".mpg", ".mpeg", ".flv",
                     ".ts", ".3gp", ".ogv", ".wmv")
 CHUNK = 1 << 16
+# Untyped downloads are tried as video files (decoding decides); pages go to yt-dlp.
+_BINARY = ("application/octet-stream", "binary/octet-stream", "application/mp4")
+_PAGES = ("text/html", "application/xhtml+xml", "application/x-mpegurl", "application/vnd.apple.mpegurl",
+          "application/dash+xml")
 
 
 class DownloadError(Exception):
@@ -59,9 +63,12 @@ def _fetch_once(url, dest_dir, max_bytes, max_seconds, timeout, progress) -> Pat
         _check_status(response.status_code, url)
         content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
         path_ext = Path(urlsplit(response.url).path).suffix.lower()
-        if content_type.startswith("video/") or path_ext in VIDEO_EXTENSIONS:
+        if content_type.startswith("video/") or path_ext in VIDEO_EXTENSIONS or content_type in _BINARY:
             return _stream(response, dest_dir, path_ext, max_bytes, progress)
-    # A web page (or anything else): let yt-dlp find the video in it.
+        if content_type and content_type not in _PAGES:
+            raise DownloadError(f"{url} serves {content_type}, neither a video nor a web page with one",
+                                "not_a_video")
+    # A web page: let yt-dlp find the video in it (or fail with "unsupported URL").
     return _yt_dlp(url, dest_dir, max_bytes, max_seconds, timeout, progress)
 
 

@@ -29,6 +29,8 @@ def make_app(broker_url: str | None = None) -> Celery:
     url = broker_url or settings.redis_url()
     app = Celery("vidclass")
     transport = {"visibility_timeout": visibility_timeout_s()}
+    if settings.get("REDIS_PREFIX"):
+        transport["global_keyprefix"] = settings.get("REDIS_PREFIX")
     app.conf.update(
         broker_url=url,
         result_backend=url,

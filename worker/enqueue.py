@@ -46,10 +46,11 @@ def publish_jobs(job_ids, app=None, chunk: int = 2000) -> int:
                               producer=producer)
         return len(job_ids)
     client = _redis(url)
+    prefix = (app.conf.broker_transport_options or {}).get("global_keyprefix", "")
     for start in range(0, len(job_ids), chunk):
         part = job_ids[start:start + chunk]
         # LPUSH takes many values: one command per chunk, the queue order kept (oldest first out).
-        client.lpush(names.JOBS_QUEUE, *(_message(names.PROCESS_JOB, [j], names.JOBS_QUEUE)
+        client.lpush(prefix + names.JOBS_QUEUE, *(_message(names.PROCESS_JOB, [j], names.JOBS_QUEUE)
                                          for j in part))
     return len(job_ids)
 

@@ -9,8 +9,11 @@ import time
 
 from db import settings
 
-MODEL_KEY = "vidclass:model"
-WORKER_KEY = "vidclass:worker:"
+
+
+def key(name: str) -> str:
+    """A Redis key of ours, under REDIS_PREFIX like Celery's own keys."""
+    return settings.get("REDIS_PREFIX") + "vidclass:" + name
 
 
 def client():
@@ -24,18 +27,19 @@ def publish_model(version: str, pipeline: dict, members: int, worker: str) -> No
     info = {"model_version": version, "pipeline": pipeline, "members": members,
             "worker": worker, "loaded_at": time.time()}
     try:
-        client().set(MODEL_KEY, json.dumps(info))
+        client().set(key("model"), json.dumps(info))
     except Exception:
         pass   # health reporting must never stop a worker
 
 
 def beat_worker(hostname: str, ttl_s: float) -> None:
-    client().set(WORKER_KEY + hostname, json.dumps({"hostname": hostname, "at": time.time()}),
+    client().set(key("worker:") + hostname, json.dumps({"hostname": hostname, "at": time.time()}),
                  ex=max(1, int(ttl_s)))
 
 
 def read(redis_client) -> dict:
     """{'model': {...} or None, 'workers': [hostname, ...]} as the API reports it."""
-    raw = redis_client.get(MODEL_KEY)
-    workers = sorted(k.decode()[len(WORKER_KEY):] for k in redis_client.scan_iter(WORKER_KEY + "*"))
+    raw = redis_client.get(key("model"))
+    prefix = key("worker:")
+    workers = sorted(k.decode()[len(prefix):] for k in redis_client.scan_iter(prefix + "*"))
     return {"model": json.loads(raw) if raw else None, "workers": workers}

@@ -29,8 +29,6 @@ from worker.enqueue import publish_jobs
 
 log = logging.getLogger(__name__)
 
-MARKER_KEY = "vidclass:broker-marker"
-LOCK_KEY = "vidclass:reconcile-lock"
 
 _thread: threading.Thread | None = None
 _stop = threading.Event()
@@ -39,10 +37,10 @@ _stop = threading.Event()
 def reconcile_once(redis_client, now=None) -> dict:
     """One pass; returns how many jobs it re-published, by reason (None when another node acted)."""
     interval = settings.get("RECONCILE_INTERVAL_S")
-    if not redis_client.set(LOCK_KEY, uuid.uuid4().hex, nx=True, px=max(100, int(interval * 900))):
+    if not redis_client.set(health_keys.key("reconcile-lock"), uuid.uuid4().hex, nx=True, px=max(100, int(interval * 900))):
         return None
     now = now or utcnow()
-    broker_lost = not redis_client.exists(MARKER_KEY)
+    broker_lost = not redis_client.exists(health_keys.key("broker-marker"))
     stale_beat = now - timedelta(seconds=settings.get("HEARTBEAT_STALE_S"))
     stale_queue = now - timedelta(seconds=settings.get("QUEUED_STALE_S"))
     counts = {"running_stale": 0, "queued_lost": 0}
@@ -69,7 +67,7 @@ def reconcile_once(redis_client, now=None) -> dict:
         log.warning("reconciler re-published %d stale running and %d lost queued job(s)%s",
                     len(dead), len(lost), " (broker lost its data)" if broker_lost else "")
     if broker_lost:
-        redis_client.set(MARKER_KEY, now.isoformat())
+        redis_client.set(health_keys.key("broker-marker"), now.isoformat())
     counts["running_stale"], counts["queued_lost"] = len(dead), len(lost)
     return counts
 

@@ -267,16 +267,26 @@ class JobRun:
             self.stage("extracting", start + width * max(0.0, min(1.0, fraction)))
 
         self.stage("extracting", base, force=True)
-        video = classifier.extractor.extract_file(path, progress=progress)
-        for key, value in (getattr(video, "timings", None) or {}).items():
-            self.timings[key] = value
+        # The same bytes give the same features: re-submitted or duplicated videos (common in
+        # batches) skip sampling and the CNN. Keyed by content hash and the pipeline.
+        key = _file_sha256(path) + ":" + classifier.ensemble.pipeline.to_json()
+        cached = _FEATURE_CACHE.get(key)
+        if cached is None:
+            video = classifier.extractor.extract_file(path, progress=progress)
+            for name, value in (getattr(video, "timings", None) or {}).items():
+                self.timings[name] = value
+            cached = (video.features, video.length, _pick_frames(getattr(video, "frames", None)))
+            _FEATURE_CACHE.put(key, cached)
+        else:
+            self.timings["features_cached"] = True
+        features, length, frames = cached
         self.stage("classifying", 90, force=True)
         t = time.perf_counter()
-        prediction = classifier.ensemble.predict(video.features[None], [video.length])
+        prediction = classifier.ensemble.predict(features[None], [length])
         result = {"target": self.job["source"], **prediction.result_dict(0)}
         self.timings["classify_s"] = round(time.perf_counter() - t, 4)
         t = time.perf_counter()
-        self.thumbnails = save_thumbnails(self.id, getattr(video, "frames", None))
+        self.thumbnails = save_thumbnails(self.id, frames)
         self.timings["thumbnails_s"] = round(time.perf_counter() - t, 4)
         return result
 
@@ -321,20 +331,63 @@ def error_of(exc: BaseException) -> tuple[str, str]:
     return codes.get(kind, "internal_error"), message or kind
 
 
-def save_thumbnails(job_id: str, frames) -> list[Path]:
-    """A few evenly spaced sampled frames as small JPEGs under THUMBNAIL_DIR/<job_id>/."""
+class _LRU:
+    """A small per-process cache of recent features (and thumbnail frames)."""
+
+    def __init__(self, size: int):
+        from collections import OrderedDict
+
+        self.size, self.items, self.lock = size, OrderedDict(), threading.Lock()
+
+    def get(self, key):
+        with self.lock:
+            if key in self.items:
+                self.items.move_to_end(key)
+                return self.items[key]
+        return None
+
+    def put(self, key, value) -> None:
+        with self.lock:
+            self.items[key] = value
+            self.items.move_to_end(key)
+            while len(self.items) > self.size:
+                self.items.popitem(last=False)
+
+
+_FEATURE_CACHE = _LRU(int(os.environ.get("VIDCLASS_FEATURE_CACHE", "64")))
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _pick_frames(frames):
+    """THUMBNAILS_PER_JOB evenly spaced frames of the sampled ones (None if there are none)."""
     count = settings.get("THUMBNAILS_PER_JOB")
     if frames is None or count <= 0 or len(frames) == 0:
+        return None
+    import numpy as np
+
+    picks = np.linspace(0, len(frames) - 1, num=min(count, len(frames))).round().astype(int)
+    return np.ascontiguousarray(np.asarray(frames)[picks])
+
+
+def save_thumbnails(job_id: str, frames) -> list[Path]:
+    """The picked sampled frames as small JPEGs under THUMBNAIL_DIR/<job_id>/<n>.jpg."""
+    if frames is None or len(frames) == 0:
         return []
     import numpy as np
     from PIL import Image
 
     out_dir = Path(settings.get("THUMBNAIL_DIR")) / job_id
     out_dir.mkdir(parents=True, exist_ok=True)
-    picks = np.linspace(0, len(frames) - 1, num=min(count, len(frames))).round().astype(int)
     paths = []
-    for n, i in enumerate(picks):
-        image = Image.fromarray(np.asarray(frames[i], dtype=np.uint8))
+    for n, frame in enumerate(frames):
+        image = Image.fromarray(np.asarray(frame, dtype=np.uint8))
         image.thumbnail((192, 192))
         path = out_dir / f"{n}.jpg"
         image.save(path, "JPEG", quality=75)

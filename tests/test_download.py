@@ -1,0 +1,97 @@
+"""vidclass.download against a real local HTTP server (fixture clips, errors, flaky endpoints)."""
+import http.server
+import threading
+from pathlib import Path
+
+import pytest
+
+from vidclass.download import DownloadError, fetch
+
+FIXTURES = Path(__file__).parent / "fixtures"
+CLIP = FIXTURES / "gaming_supertux_4.mp4"
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    hits: dict = {}
+
+    def log_message(self, *_):
+        pass
+
+    def _send(self, status, body=b"", ctype="application/octet-stream"):
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        path = self.path.split("?")[0]
+        self.hits[path] = self.hits.get(path, 0) + 1
+        if path == "/clip.mp4":
+            self._send(200, CLIP.read_bytes(), "video/mp4")
+        elif path == "/untyped":
+            self._send(200, CLIP.read_bytes(), "application/octet-stream")
+        elif path == "/flaky.mp4":      # two 503s, then the clip
+            if self.hits[path] <= 2:
+                self._send(503, b"busy", "text/plain")
+            else:
+                self._send(200, CLIP.read_bytes(), "video/mp4")
+        elif path == "/always503.mp4":
+            self._send(503, b"down", "text/plain")
+        elif path == "/notes.txt":
+            self._send(200, b"just text\n", "text/plain; charset=utf-8")
+        elif path == "/page.html":
+            self._send(200, b"<html><body><p>no video here</p></body></html>", "text/html")
+        else:
+            self._send(404, b"not found", "text/plain")
+
+
+@pytest.fixture(scope="module")
+def server():
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_direct_media_is_streamed_byte_for_byte(server, tmp_path):
+    path = fetch(f"{server}/clip.mp4?token=1", tmp_path)
+    assert path.read_bytes() == CLIP.read_bytes() and path.suffix == ".mp4"
+    untyped = fetch(f"{server}/untyped", tmp_path / "u")
+    assert untyped.read_bytes() == CLIP.read_bytes()
+
+
+def test_transient_errors_are_retried_with_backoff(server, tmp_path):
+    _Handler.hits.pop("/flaky.mp4", None)
+    path = fetch(f"{server}/flaky.mp4", tmp_path, retries=3, backoff_s=0.05)
+    assert path.read_bytes() == CLIP.read_bytes()
+    assert _Handler.hits["/flaky.mp4"] == 3
+    with pytest.raises(DownloadError) as err:
+        fetch(f"{server}/always503.mp4", tmp_path / "x", retries=1, backoff_s=0.01)
+    assert not err.value.permanent and "503" in str(err.value)
+
+
+def test_permanent_errors_fail_at_once(server, tmp_path):
+    _Handler.hits.pop("/missing.mp4", None)
+    with pytest.raises(DownloadError) as err:
+        fetch(f"{server}/missing.mp4", tmp_path, retries=3, backoff_s=0.01)
+    assert err.value.code == "not_found" and err.value.permanent
+    assert _Handler.hits["/missing.mp4"] == 1
+    with pytest.raises(DownloadError) as err:
+        fetch(f"{server}/notes.txt", tmp_path)
+    assert err.value.code == "not_a_video" and "text/plain" in str(err.value)
+    with pytest.raises(DownloadError) as err:
+        fetch(f"{server}/clip.mp4", tmp_path, max_bytes=1000)
+    assert err.value.code == "too_large"
+    assert not list(tmp_path.glob("video.*")), "a refused download must leave no file behind"
+    with pytest.raises(DownloadError) as err:
+        fetch("ftp://example.org/a.mp4", tmp_path)
+    assert err.value.code == "bad_url"
+
+
+def test_a_page_without_video_goes_through_yt_dlp_and_fails_clearly(server, tmp_path):
+    with pytest.raises(DownloadError) as err:
+        fetch(f"{server}/page.html", tmp_path, retries=0)
+    assert err.value.permanent and err.value.code == "unsupported_url"
