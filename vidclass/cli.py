@@ -143,7 +143,7 @@ def cmd_extract(args) -> int:
                               seed=args.seed, show_progress=not args.json)
     if args.index_dir:
         write_processed_index(args.index_dir, [
-            (Path(c["name"]).name, c["category"], c["subcategory"])
+            (c["name"], c["category"], c["subcategory"])
             for c in summary["clips"]["test"] if not any(f["name"] == c["name"] for f in summary["failures"])])
     out = {k: summary[k] for k in ("splits", "failures", "pipeline")}
     if args.json:

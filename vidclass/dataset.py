@@ -13,7 +13,7 @@ import json
 import logging
 import re
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from . import CLASS_NAMES
@@ -31,7 +31,7 @@ TRAINING_ONLY_ORIGINS = {"stills_motion"}
 @dataclass(frozen=True)
 class Clip:
     path: Path            # absolute path of the video file
-    name: str             # relative path inside the data dir, the clip's stable name
+    name: str             # the clip's stable name: its file name (relative path if not unique)
     category: str
     subcategory: str
     group: str
@@ -55,7 +55,14 @@ def source_family(group: str) -> str:
 
 
 def list_clips(data_dir: str | Path, manifest: str | Path | None = None) -> list[Clip]:
-    data_dir = Path(data_dir)
+    """Clips named by file name, as the original test set named its videos; a file name that
+    occurs twice keeps its relative path so names stay unique."""
+    clips = _list_clips(Path(data_dir), manifest)
+    seen = Counter(Path(c.name).name for c in clips)
+    return [replace(c, name=Path(c.name).name) if seen[Path(c.name).name] == 1 else c for c in clips]
+
+
+def _list_clips(data_dir: Path, manifest: str | Path | None) -> list[Clip]:
     manifest = Path(manifest) if manifest else data_dir / "MANIFEST.tsv"
     if manifest.exists():
         return _clips_from_manifest(data_dir, manifest)

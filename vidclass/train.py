@@ -159,7 +159,7 @@ def train_member(train: SplitData, val: SplitData, model_config: dict, sub_names
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             sched.step()
-            total_loss += float(loss) * len(idx)
+            total_loss += float(loss.detach()) * len(idx)
         probs, _ = predict_probs(model, val.x, val.lengths)
         report = classification_report(val.labels, probs.argmax(1), CLASS_NAMES[:num_classes])
         history.append({"epoch": epoch, "loss": total_loss / len(order),
