@@ -38,7 +38,7 @@ def test_train_ensemble_writes_loadable_members_and_manifest(fixture_features, t
 
     assert manifest["members"] == ["best_ensemble_model_1.pt", "best_ensemble_model_2.pt"]
     assert manifest["class_names"] == list(CLASS_NAMES)
-    assert manifest["subcategories"] == sorted(s for _, s in FIXTURE_LABELS.values())
+    assert manifest["subcategories"] == sorted(f"{c}/{s}" for c, s in FIXTURE_LABELS.values())
     on_disk = json.loads((tmp_path / "manifest.json").read_text())
     assert on_disk["training_data"]["sha256"] == manifest["training_data"]["sha256"]
 
@@ -54,6 +54,7 @@ def test_train_ensemble_writes_loadable_members_and_manifest(fixture_features, t
     assert len(result["tta"]["members"]) == 2
     # Four well-separated real clips are easy to fit: the recipe must learn them.
     assert result["plain"]["accuracy"] >= 0.75
+    assert result["plain"]["subcategory_num_seen"] == 4
     assert (tmp_path / "report" / "confusion_matrix.png").stat().st_size > 1000
 
 
@@ -66,3 +67,14 @@ def test_tta_views_keep_only_valid_steps():
     assert views[2][0][0, :2, 0].tolist() == [2, 4]
     assert views[3][0][0, :5, 0].tolist() == [5, 4, 3, 2, 1]
     assert not views[3][0][0, 5:].any()
+
+
+def test_subcategory_is_picked_within_the_predicted_class():
+    from vidclass.ensemble import pick_subcategory
+
+    names = ["Animation/stills_motion", "Gaming/racing", "Gaming/stills_motion"]
+    probs = np.array([0.5, 0.3, 0.2])
+    assert pick_subcategory(names, probs, "Gaming") == ("racing", pytest.approx(0.6))
+    assert pick_subcategory(names, probs, "Animation") == ("stills_motion", pytest.approx(1.0))
+    # Unqualified names (older checkpoints) are taken as they are.
+    assert pick_subcategory(["a", "b"], np.array([0.2, 0.8]), "Gaming") == ("b", pytest.approx(0.8))

@@ -48,6 +48,21 @@ def member_files(models_dir: Path) -> list[str]:
     return list(ORIGINAL_MEMBERS)
 
 
+def pick_subcategory(names: list[str], probs: np.ndarray, label: str) -> tuple[str, float]:
+    """The most likely subcategory of the predicted class.
+
+    Training names subcategories "Category/subcategory" (the same folder name, e.g.
+    stills_motion, occurs under several classes); the answer is restricted to the predicted class
+    so it never contradicts the label, and its confidence is renormalised within that class.
+    Unqualified names (no "/") are taken as they are."""
+    qualified = [j for j, n in enumerate(names) if n.startswith(label + "/")]
+    if not qualified:
+        j = int(probs.argmax())
+        return names[j].split("/", 1)[-1], float(probs[j])
+    j = max(qualified, key=lambda k: probs[k])
+    return names[j].split("/", 1)[1], float(probs[j] / max(probs[qualified].sum(), 1e-12))
+
+
 @dataclass
 class EnsemblePrediction:
     member_probs: np.ndarray            # [M, N, C] softmax per member
@@ -70,8 +85,7 @@ class EnsemblePrediction:
         agreement = float(np.mean(self.member_probs[:, i, :].argmax(axis=1) == top))
         sub, sub_conf = None, None
         if self.subcategory_probs is not None:
-            s = int(self.subcategory_probs[i].argmax())
-            sub, sub_conf = self.subcategory_names[s], float(self.subcategory_probs[i, s])
+            sub, sub_conf = pick_subcategory(self.subcategory_names, self.subcategory_probs[i], names[top])
         return {
             "label": names[top],
             "confidence": float(self.probs[i, top]),

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .ensemble import Ensemble
+from .ensemble import Ensemble, pick_subcategory
 from .feature_store import FeatureStore
 from .metrics import accuracy, classification_report
 from .pipeline import check_compatible
+from .train import qualified_subcategories
 
 
 def tta_views(x: np.ndarray, lengths: np.ndarray):
@@ -57,7 +58,10 @@ def evaluate(ensemble: Ensemble, features_path: str | Path, out_dir: str | Path 
             for i, m in enumerate(members)]
         subs = data.get("subcategories")
         if sub_probs is not None and subs is not None and ensemble.subcategory_names:
-            sub_pred = [ensemble.subcategory_names[j] for j in sub_probs.argmax(1)]
+            # Subcategory accuracy counts only when the class is right too.
+            subs = qualified_subcategories(labels, subs)
+            sub_pred = [f"{class_names[pred[i]]}/" + pick_subcategory(
+                ensemble.subcategory_names, sub_probs[i], class_names[pred[i]])[0] for i in range(len(pred))]
             section["subcategory_accuracy"] = float(np.mean([p == t for p, t in zip(sub_pred, subs)]))
             known = [i for i, t in enumerate(subs) if t in ensemble.subcategory_names]
             section["subcategory_accuracy_seen"] = (

@@ -63,10 +63,16 @@ class SplitData:
 def load_split(path: str | Path) -> tuple[SplitData, object]:
     store = FeatureStore(path)
     data = store.read_all()
+    subs = data.get("subcategories")
     return SplitData(x=data["features"], lengths=data["num_frames"], labels=data["labels"],
-                     subcategories=list(data.get("subcategories") or []),
+                     subcategories=qualified_subcategories(data["labels"], subs) if subs else [],
                      names=list(data.get("video_names") or []),
                      groups=list(data.get("groups") or [])), store.pipeline
+
+
+def qualified_subcategories(labels, subcategories) -> list[str]:
+    """"Category/subcategory": one folder name (e.g. stills_motion) can occur in several classes."""
+    return [f"{CLASS_NAMES[int(y)]}/{s}" for y, s in zip(labels, subcategories)]
 
 
 def focal_loss(logits, targets, class_weights, gamma: float, smoothing: float):
