@@ -10,6 +10,7 @@ each scale indexes those vectors, instead of running the CNN on 1 + 0.85 + 1.15 
 """
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ import numpy as np
 
 from .frames import sample_frames
 from .pipeline import Pipeline
+
+log = logging.getLogger(__name__)
 
 Progress = Callable[[str, float], None]
 
@@ -112,8 +115,15 @@ class FeatureExtractor:
 
     def extract_frames(self, frames: np.ndarray, progress: Progress | None = None,
                        next_frames: np.ndarray | None = None) -> VideoFeatures:
-        """Features of already-sampled frames uint8 [F, H, W, 3]."""
+        """Features of already-sampled frames uint8 [F, H, W, 3].
+
+        With content statistics, pass `next_frames` (sample_frames(..., with_next=True)) or the
+        short-term motion columns are those of a still video (0 motion) and differ from what
+        extract_file computes for the same file.
+        """
         frames = np.asarray(frames)
+        if self.use_stats and next_frames is None:
+            log.warning("content statistics without next_frames: short-term motion is reported as 0")
         t0 = time.perf_counter()
         vecs = self.per_frame(frames, progress, next_frames)
         feats, length = temporal_multiscale(vecs, self.pipeline.scales)
