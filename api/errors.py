@@ -19,21 +19,21 @@ _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "
 class ApiError(Exception):
     """Raise anywhere in a view: becomes an HTTP error with a stable code."""
 
-    def __init__(self, status: int, code: str, message: str, **extra):
+    def __init__(self, http_status: int, code: str, message: str, **extra):
         super().__init__(message)
-        self.status, self.code, self.message, self.extra = status, code, message, extra
+        self.http_status, self.code, self.message, self.extra = http_status, code, message, extra
 
 
-def error_response(status: int, code: str, message: str, **extra):
+def error_response(http_status: int, code: str, message: str, **extra):
     response = jsonify({"code": code, "message": message, **extra})
-    response.status_code = status
+    response.status_code = http_status
     return response
 
 
 def register(app) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):
-        return error_response(exc.status, exc.code, exc.message, **exc.extra)
+        return error_response(exc.http_status, exc.code, exc.message, **exc.extra)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
