@@ -2,23 +2,25 @@
 // server's stable {code, message} so the UI can show the message and tests can match the code.
 
 export class ApiError extends Error {
-  constructor(code, message, status) {
+  constructor(code, message, status, details) {
     super(message);
     this.code = code;
     this.status = status;
+    this.details = details || {};   // the whole error body (e.g. invalid_lines of a batch)
   }
 }
 
 async function errorFromResponse(response) {
   let code = `http_${response.status}`;
   let message = `${response.status} ${response.statusText || "error"}`;
+  let err = null;
   try {
     const body = await response.json();
-    const err = body && (body.error && typeof body.error === "object" ? body.error : body);
+    err = body && (body.error && typeof body.error === "object" ? body.error : body);
     if (err && err.code) code = err.code;
     if (err && err.message) message = err.message;
   } catch (_) { /* not JSON: keep the HTTP status text */ }
-  return new ApiError(code, message, response.status);
+  return new ApiError(code, message, response.status, err);
 }
 
 export async function request(method, path, body) {
@@ -64,7 +66,7 @@ export function uploadForm(path, formData, onProgress) {
       }
       const err = body && (body.error && typeof body.error === "object" ? body.error : body);
       reject(new ApiError((err && err.code) || `http_${xhr.status}`,
-        (err && err.message) || `Upload failed (${xhr.status}).`, xhr.status));
+        (err && err.message) || `Upload failed (${xhr.status}).`, xhr.status, err));
     };
     xhr.send(formData);
   });

@@ -9,8 +9,8 @@ import { drawChart } from "./chart.js";
 
 const FILTERS = ["q", "status", "label", "batch", "created_from", "created_to", "min_confidence", "per_page"];
 const DEFAULTS = { sort: "created_at", order: "desc", page: 1, per_page: 20, min_confidence: 0 };
-const CHART_PAGE = 100;     // jobs per request when collecting chart data
-const CHART_MAX_PAGES = 5;  // at most 500 jobs in the chart
+const CHART_PAGE = 500;     // jobs per request when collecting chart data (the API's maximum)
+const CHART_MAX_PAGES = 4;  // at most 2000 jobs in the chart
 
 export class History {
   constructor(showMessage) {

@@ -6,6 +6,10 @@ import {
   members, sortedClasses,
 } from "./model.js";
 
+export function shortId(id) {
+  return String(id).length > 12 ? String(id).slice(0, 8) : String(id);
+}
+
 const TIMING_NAMES = {
   queue_s: "Waiting in queue",
   queued_s: "Waiting in queue",
@@ -145,13 +149,13 @@ function actions(job, handlers) {
 
 function cardContent(job, handlers) {
   const titleId = `job-${job.id}-title`;
-  const meta = [sourceKindText(job.source_kind), formatDate(job.created_at), job.batch_id ? `batch ${job.batch_id}` : null]
+  const meta = [sourceKindText(job.source_kind), formatDate(job.created_at), job.batch_id ? `batch #${shortId(job.batch_id)}` : null]
     .filter(Boolean).join(" · ");
   return [
     h("div", { class: "job-head" },
       h("h3", { id: titleId, class: "job-title", title: job.source || "" }, sourceName(job)),
       statusBadge(job.status)),
-    h("p", { class: "job-meta" }, meta, h("span", { class: "mono job-id" }, ` · #${job.id}`)),
+    h("p", { class: "job-meta" }, meta, h("span", { class: "mono job-id", title: `Job ${job.id}` }, ` · #${shortId(job.id)}`)),
     ACTIVE.has(job.status) ? progressBlock(job) : null,
     job.status === "done" ? result(job) : null,
     job.status === "failed" || job.status === "cancelled" ? errorBlock(job) : null,

@@ -3,7 +3,7 @@
 import { getJSON, postJSON, query } from "./api.js";
 import { h, $, announce, pct, humanLabel, formatDate } from "./dom.js";
 import { ACTIVE, TERMINAL, sourceName } from "./model.js";
-import { renderJob, updateJob } from "./jobcard.js";
+import { renderJob, updateJob, shortId } from "./jobcard.js";
 
 const STORAGE_KEY = "vidclass.live.v1";
 const MAX_KEPT = 50;
@@ -140,7 +140,7 @@ export class LiveList {
     const entry = { batch, jobs: Array.isArray(batch.jobs) ? batch.jobs : null, el };
     this.batches.set(batch.id, entry);
     renderBatch(entry);
-    if (announceIt) announce(`Batch ${batch.id} submitted with ${batchTotal(batch)} videos.`);
+    if (announceIt) announce(`${batchName(batch)} submitted with ${batchTotal(batch)} videos.`);
     this.save();
     this.refreshEmpty();
     this.schedule();
@@ -154,7 +154,7 @@ export class LiveList {
     entry.batch = Object.assign({}, entry.batch, batch);
     if (Array.isArray(batch.jobs)) entry.jobs = batch.jobs;
     renderBatch(entry);
-    if (!wasFinished && batchFinished(entry.batch)) announce(`Batch ${batch.id} finished.`);
+    if (!wasFinished && batchFinished(entry.batch)) announce(`${batchName(entry.batch)} finished.`);
   }
 
   async pollBatch(entry) {
@@ -224,8 +224,8 @@ function batchFinishedCount(batch) {
 }
 
 function batchFinished(batch) {
+  if (typeof batch.done === "boolean") return batch.done;
   if (batch.status && TERMINAL.has(batch.status)) return true;
-  if (batch.finished === true) return true;
   const total = batchTotal(batch);
   return total === 0 || batchFinishedCount(batch) >= total;
 }
@@ -240,6 +240,10 @@ function batchProgress(batch) {
 function batchErrors(batch) {
   const list = batch.invalid_lines || batch.errors || batch.rejected || batch.line_errors || [];
   return Array.isArray(list) ? list : [];
+}
+
+function batchName(batch) {
+  return batch.name ? `Batch ${batch.name}` : `Batch #${shortId(batch.id)}`;
 }
 
 function renderBatch(entry) {
@@ -266,7 +270,7 @@ function renderBatch(entry) {
 
   el.replaceChildren(
     h("div", { class: "job-head" },
-      h("h3", { id: `batch-${id}-title`, class: "job-title" }, `Batch #${id}`),
+      h("h3", { id: `batch-${id}-title`, class: "job-title", title: `Batch ${id}` }, batchName(batch)),
       h("span", { class: `badge ${finished ? "status-done" : "status-classifying"}` }, finished ? "Finished" : "Running")),
     h("p", { class: "job-meta" }, `${total} video${total === 1 ? "" : "s"}`,
       batch.created_at ? ` · ${formatDate(batch.created_at)}` : ""),

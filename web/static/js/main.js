@@ -58,9 +58,10 @@ async function checkHealth() {
     const status = String(h.status || "ok");
     const ok = ["ok", "healthy", "ready"].includes(status);
     el.dataset.state = ok ? "ok" : "degraded";
-    const workers = h.workers ?? (h.celery && h.celery.workers);
+    const workers = Array.isArray(h.workers) ? h.workers.length : h.workers;
     const parts = [ok ? "Service ready" : `Service ${status}`];
     if (typeof workers === "number") parts.push(`${workers} worker${workers === 1 ? "" : "s"}`);
+    if (h.model && h.model.model_version) el.title = `Model ${h.model.model_version}`;
     text.textContent = parts.join(" · ");
   } catch (e) {
     el.dataset.state = "down";

@@ -283,7 +283,10 @@ function setupBulk(live, showMessage) {
       text.value = "";
       fileInput.value = "";
     } catch (e) {
-      showMessage(`Could not submit the list: ${errorText(e)}`, "error");
+      const lines = (e.details && e.details.invalid_lines) || [];
+      const shown = lines.slice(0, 5).map((l) => `line ${l.line}: ${l.message}`).join("; ");
+      const more = lines.length > 5 ? ` (and ${lines.length - 5} more)` : "";
+      showMessage(`Could not submit the list: ${errorText(e)}${shown ? ` — ${shown}${more}` : ""}`, "error");
     } finally {
       busy(form, false);
     }
