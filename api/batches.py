@@ -10,7 +10,7 @@ from sqlalchemy import func, insert, select, update
 from api.errors import ApiError
 from api.store import celery, get_session
 from api.submit import check_url, json_body, url_problem
-from db.models import FINAL, Batch, Job, new_id, utcnow
+from db.models import FINAL, Batch, Job, new_id, new_ids, utcnow
 from worker.enqueue import publish_jobs
 
 bp = Blueprint("batches", __name__, url_prefix="/api/batches")
@@ -97,11 +97,11 @@ def create_batch():
                   invalid_lines=invalid)
     session.add(batch)
     session.flush()
-    rows = [{"id": new_id(), "batch_id": batch.id, "source_kind": "url", "source": url,
+    rows = [{"id": job_id, "batch_id": batch.id, "source_kind": "url", "source": url,
              "status": "queued", "progress": 0, "attempts": 0, "created_at": now, "enqueued_at": now,
-             "callback_url": callback, "thumbnails_count": 0} for url in good]
+             "callback_url": callback, "thumbnails_count": 0} for job_id, url in zip(new_ids(len(good)), good)]
     # One multi-row INSERT per chunk (SQLAlchemy "insertmanyvalues"), then one commit.
-    session.execute(insert(Job), rows)
+    session.connection().execute(insert(Job.__table__), rows)
     session.commit()
     try:
         publish_jobs([r["id"] for r in rows], app=celery())

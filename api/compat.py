@@ -6,7 +6,7 @@ import time
 from flask import Blueprint, current_app, jsonify, request
 
 from api.errors import ApiError
-from api.store import celery, get_session
+from api.store import fast_call, get_session
 from api.submit import create_job, idempotency_key, job_request, json_body, test_set_names
 from db.models import FINAL, Job
 from worker import celery_app as names
@@ -50,8 +50,7 @@ def classify():
         if not isinstance(name, str) or not name.strip():
             raise ApiError(400, "bad_video_name", "video must be a non-empty test-set name", field="video")
         try:
-            result = celery().send_task(names.CLASSIFY_NAME, args=[name.strip()],
-                                        queue=names.FAST_QUEUE, expires=max(wait, 1.0)).get(timeout=max(wait, 1.0))
+            result = fast_call(names.CLASSIFY_NAME, [name.strip()], timeout=max(wait, 1.0))
         except Exception as exc:
             raise ApiError(503, "no_worker", f"no worker answered within {max(wait, 1.0):g} s: "
                                              f"{type(exc).__name__}") from None

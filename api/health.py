@@ -8,7 +8,7 @@ from flask import Blueprint, Response, current_app, jsonify
 from sqlalchemy import func, select
 
 import vidclass
-from api.store import celery, get_session
+from api.store import celery, fast_call, get_session
 from db import session as db_session
 from db.models import STATUSES, Job
 from worker import celery_app as names
@@ -60,7 +60,7 @@ def health():
         queue.update(ok=False, error=str(exc))
     if model is None and queue.get("ok"):
         try:     # no worker has written its model yet: ask one over the fast queue
-            info = celery().send_task(names.MODEL_INFO, queue=names.FAST_QUEUE, expires=2).get(timeout=2)
+            info = fast_call(names.MODEL_INFO, timeout=2)
             model = info if "error" in info else {"model_version": info.get("model_version"),
                                                   "pipeline": info.get("pipeline")}
         except Exception:

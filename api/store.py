@@ -29,3 +29,18 @@ def init_app(app) -> None:
 
     app.teardown_appcontext(close_session)
     app.extensions["vidclass.celery"] = make_app(app.config["REDIS_URL"] or None)
+
+
+def fast_call(task: str, args=None, timeout: float = 5.0):
+    """Call a task on the FAST queue and wait for its answer (raises on timeout)."""
+    from worker.celery_app import FAST_QUEUE
+
+    result = celery().send_task(task, args=args or [], queue=FAST_QUEUE, expires=timeout)
+    try:
+        return result.get(timeout=timeout)
+    finally:
+        # Unsubscribe now, not in AsyncResult.__del__ (which may run at interpreter exit).
+        try:
+            result.backend.remove_pending_result(result)
+        except Exception:
+            pass

@@ -16,6 +16,7 @@ import socket
 import threading
 import uuid
 
+from db.models import new_ids
 from worker import celery_app as names
 
 _local = threading.local()
@@ -50,8 +51,10 @@ def publish_jobs(job_ids, app=None, chunk: int = 2000) -> int:
     for start in range(0, len(job_ids), chunk):
         part = job_ids[start:start + chunk]
         # LPUSH takes many values: one command per chunk, the queue order kept (oldest first out).
-        client.lpush(prefix + names.JOBS_QUEUE, *(_message(names.PROCESS_JOB, [j], names.JOBS_QUEUE)
-                                         for j in part))
+        ids = new_ids(2 * len(part))
+        client.lpush(prefix + names.JOBS_QUEUE, *(
+            _message(names.PROCESS_JOB, [j], names.JOBS_QUEUE, ids[2 * k], ids[2 * k + 1])
+            for k, j in enumerate(part)))
     return len(job_ids)
 
 
@@ -67,24 +70,37 @@ def _redis(url: str):
     return clients[pid_url]
 
 
-def _message(task: str, args: list, queue: str) -> str:
-    """The JSON that kombu's Redis transport stores for app.send_task(task, args, queue=queue)."""
-    task_id = str(uuid.uuid4())
-    body = json.dumps([args, {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}])
+def _template(task: str, queue: str) -> str:
+    """The JSON that kombu's Redis transport stores for app.send_task(task, [arg], queue=queue),
+    with placeholders for the per-message values (filled in by _message)."""
     return json.dumps({
-        "body": base64.b64encode(body.encode()).decode(),
+        "body": "@BODY@",
         "content-encoding": "utf-8",
         "content-type": "application/json",
         "headers": {
-            "lang": "py", "task": task, "id": task_id, "shadow": None, "eta": None,
+            "lang": "py", "task": task, "id": "@ID@", "shadow": None, "eta": None,
             "expires": None, "group": None, "group_index": None, "retries": 0,
-            "timelimit": [None, None], "root_id": task_id, "parent_id": None,
-            "argsrepr": repr(args), "kwargsrepr": "{}", "origin": _ORIGIN,
+            "timelimit": [None, None], "root_id": "@ID@", "parent_id": None,
+            "argsrepr": "@ARGS@", "kwargsrepr": "{}", "origin": _ORIGIN,
             "ignore_result": None, "replaced_task_nesting": 0, "stamped_headers": None, "stamps": {},
         },
         "properties": {
-            "correlation_id": task_id, "reply_to": None, "delivery_mode": 2,
+            "correlation_id": "@ID@", "reply_to": None, "delivery_mode": 2,
             "delivery_info": {"exchange": "", "routing_key": queue}, "priority": 0,
-            "body_encoding": "base64", "delivery_tag": str(uuid.uuid4()),
+            "body_encoding": "base64", "delivery_tag": "@TAG@",
         },
     })
+
+
+_TEMPLATES: dict = {}
+_EMBED = ', {}, {"callbacks": null, "errbacks": null, "chain": null, "chord": null}]'
+
+
+def _message(task: str, args: list, queue: str, task_id: str | None = None, tag: str | None = None) -> str:
+    template = _TEMPLATES.get((task, queue))
+    if template is None:
+        template = _TEMPLATES[(task, queue)] = _template(task, queue)
+    task_id = task_id or str(uuid.uuid4())
+    body = base64.b64encode(("[" + json.dumps(args) + _EMBED).encode()).decode()
+    return (template.replace("@ID@", task_id).replace("@TAG@", tag or str(uuid.uuid4()))
+            .replace("@BODY@", body).replace("@ARGS@", json.dumps(repr(args))[1:-1]))
