@@ -166,3 +166,30 @@ def test_broken_timestamps_fall_back_to_one_forward_pass(tmp_path):
     found = [next(i for i, r in enumerate(ref) if np.array_equal(r, f)) for f in frames]
     assert found == sorted(found) and len(set(found)) == 8   # spread over the clip, in order
     assert found[0] == 0 and found[-1] >= 100
+
+
+def test_variable_frame_rate_samples_uniform_in_time(tmp_path):
+    """VFR: a screen-recording-like file with a burst of frames, then a long still stretch."""
+    src = FIXTURES / "gaming_supertux_4.mp4"
+    path = tmp_path / "vfr.mkv"
+    # 60 frames 1/60 s apart (1 s), then 12 frames 1 s apart: time 0..12 s.
+    times_ms = [i * 1000 // 60 for i in range(60)] + [1000 + i * 1000 for i in range(12)]
+    with av.open(str(src)) as inp, av.open(str(path), "w") as out:
+        s = out.add_stream("libx264", rate=60)
+        s.width, s.height, s.pix_fmt = 320, 180, "yuv420p"
+        s.time_base = Fraction(1, 1000)
+        s.codec_context.options = {"bf": "0"}
+        for frame, t in zip(inp.decode(video=0), times_ms):
+            img = frame.reformat(width=320, height=180, format="yuv420p")
+            img.pts, img.time_base = t, Fraction(1, 1000)
+            for pkt in s.encode(img):
+                out.mux(pkt)
+        for pkt in s.encode():
+            out.mux(pkt)
+    ref = decode_all(path)
+    assert len(ref) == 72
+    frames = sample_frames(path, 7, exact=True, max_side=None)
+    found = [next(i for i, r in enumerate(ref) if np.array_equal(r, f)) for f in frames]
+    # Uniform over time, not over frame index: 6 of 7 samples fall in the slow 11 s stretch.
+    assert found[0] == 0 and found[-1] == 71
+    assert sum(i >= 60 for i in found) >= 5, found
