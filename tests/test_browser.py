@@ -299,6 +299,8 @@ def run_job(service: str, body: dict) -> dict:
 def check_result_matches_api(card, job: dict) -> None:
     """The finished card shows exactly the API's result for the job."""
     assert job["status"] == "done"
+    text = card.inner_text()
+    assert "null" not in text and "undefined" not in text and "NaN" not in text, text
     expect(card.locator(".verdict .label-chip")).to_have_text(human(job["label"]))
     expect(card.locator(".verdict .confidence strong")).to_have_text(f"{job['confidence'] * 100:.1f}%")
     rows = card.locator(".probs .prob-row")
@@ -382,7 +384,7 @@ def test_failed_url_shows_the_error_and_retry_runs_it_again(page, service, clips
     check_result_matches_api(card, api(service, f"/api/jobs/{job_id}"))
 
 
-def test_running_job_can_be_cancelled(page, service, clips):
+def test_running_job_can_be_cancelled_while_a_batch_waits(page, service, clips):
     clips.gate.clear()
     try:
         url = f"{clips.base}/slow/flat_term_python_repl.mp4"
@@ -393,13 +395,27 @@ def test_running_job_can_be_cancelled(page, service, clips):
         expect(card).to_have_attribute("data-status", "downloading", timeout=JOB_TIMEOUT_MS)
         expect(card.locator(".job-progress .stage")).to_have_text("Downloading the video")
         expect(card.locator("progress")).to_have_count(1)
+        # The only job worker is stuck in that download, so a batch waits in the queue.
+        page.get_by_role("tab", name="Bulk list").click()
+        page.get_by_label("URLs, one per line").fill(
+            "\n".join(clips.url(n) for n in ("gaming_supertux_4.mp4", "animation_planetblupi_play101.mp4")))
+        page.get_by_role("button", name="Submit batch").click()
+        batch = page.locator("#batches .batch").first
+        expect(batch.locator('.count-chip[data-status="queued"] .count-value')).to_have_text("2")
+        expect(batch.locator(".progress-line")).to_contain_text("0 of 2 finished")
+        expect(batch).to_have_attribute("data-status", "running")
         screenshot(page, "progress", full_page=False)
+
         card.get_by_role("button", name="Cancel", exact=False).click()
         expect(card).to_have_attribute("data-status", "cancelled")
         assert api(service, f"/api/jobs/{job_id}")["status"] == "cancelled"
         expect(card.get_by_role("button", name="Retry", exact=False)).to_be_visible()
     finally:
         clips.gate.set()
+    # The worker lets go of the cancelled download and runs the batch.
+    expect(batch).to_have_attribute("data-status", "finished", timeout=JOB_TIMEOUT_MS)
+    expect(batch.locator('.count-chip[data-status="done"] .count-value')).to_have_text("2")
+    assert api(service, f"/api/jobs/{job_id}")["status"] == "cancelled"
 
 
 def test_test_set_video_from_the_searchable_list(page, service):
@@ -444,6 +460,18 @@ def test_bulk_list_shows_batch_progress_counts_and_rejected_lines(page, service,
     for job in jobs:
         row = batch.locator(f'.batch-job[data-id="{job["id"]}"]')
         expect(row.locator(".label-chip")).to_have_text(human(job["label"]))
+    text = batch.inner_text()
+    assert "null" not in text and "undefined" not in text and "NaN" not in text, text
+
+    # The batch's link opens History filtered to its jobs; Classify and back keeps the filter.
+    batch.get_by_role("link", name="Open this batch in History").click()
+    expect(page.get_by_label("Batch", exact=True)).to_have_value(batch_id)
+    expect(page.locator("#history-body tr")).to_have_count(2)
+    expect(page.locator("#history-summary")).to_have_text("Showing 1–2 of 2 jobs.")
+    page.get_by_role("tab", name="Classify").click()
+    page.get_by_role("tab", name="History").click()
+    expect(page.get_by_label("Batch", exact=True)).to_have_value(batch_id)
+    page.get_by_role("tab", name="Classify").click()
 
     # The same from an uploaded text file.
     listing = tmp_path / "urls.txt"

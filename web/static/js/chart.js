@@ -5,10 +5,11 @@ import { h, s, humanLabel } from "./dom.js";
 const HEIGHT = 200;
 const PAD = { top: 12, right: 8, bottom: 42, left: 34 };
 
-function niceMax(n) {
-  if (n <= 5) return Math.max(1, n);
-  const pow = 10 ** Math.floor(Math.log10(n));
-  for (const m of [1, 2, 2.5, 5, 10]) if (m * pow >= n) return m * pow;
+// Whole-number tick step (1, 2, 5, 10, 20, ...) giving at most 5 intervals: counts are integers.
+function tickStep(max) {
+  const rough = Math.max(1, max / 5);
+  const pow = 10 ** Math.floor(Math.log10(rough));
+  for (const m of [1, 2, 5, 10]) if (m * pow >= rough) return Math.max(1, m * pow);
   return 10 * pow;
 }
 
@@ -21,7 +22,8 @@ export function drawChart(container, groups, classes) {
     return;
   }
   const totals = groups.map((g) => classes.reduce((a, c) => a + (g.counts[c] || 0), 0));
-  const max = niceMax(Math.max(...totals));
+  const step0 = tickStep(Math.max(...totals));
+  const max = Math.max(step0, Math.ceil(Math.max(...totals) / step0) * step0);
   const plotW = WIDTH - PAD.left - PAD.right;
   const plotH = HEIGHT - PAD.top - PAD.bottom;
   const step = plotW / groups.length;
@@ -34,10 +36,10 @@ export function drawChart(container, groups, classes) {
     "aria-label": `Finished jobs per label. ${summary}`, preserveAspectRatio: "xMidYMid meet" });
 
   // Gridlines and y ticks.
-  const ticks = max <= 5 ? Array.from({ length: max + 1 }, (_, i) => i) : [0, max / 4, max / 2, (3 * max) / 4, max];
+  const ticks = Array.from({ length: max / step0 + 1 }, (_, i) => i * step0);
   for (const t of ticks) {
     svg.append(s("line", { x1: PAD.left, x2: WIDTH - PAD.right, y1: y(t), y2: y(t), class: "grid" }));
-    svg.append(s("text", { x: PAD.left - 6, y: y(t) + 4, class: "tick", "text-anchor": "end", text: String(Math.round(t * 10) / 10) }));
+    svg.append(s("text", { x: PAD.left - 6, y: y(t) + 4, class: "tick", "text-anchor": "end", text: String(t) }));
   }
 
   // Show at most ~12 x labels so they stay readable on a phone.

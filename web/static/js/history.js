@@ -1,7 +1,7 @@
 // History view: filters, sortable and paginated table of jobs, CSV/JSON export links that carry
 // the same filters, a chart of labels per day or per batch, and a detail card for one job.
 import { getJSON, postJSON, query } from "./api.js";
-import { h, $, $$, announce, pct, formatDate, humanLabel, localDay } from "./dom.js";
+import { h, $, $$, announce, pct, formatDate, humanLabel, localDay, parseDate } from "./dom.js";
 import { CLASS_NAMES, sourceName } from "./model.js";
 import { renderJob } from "./jobcard.js";
 import { jobsOf } from "./live.js";
@@ -67,7 +67,6 @@ export class History {
       b.addEventListener("click", () => {
         this.chartMode = b.dataset.chart;
         for (const o of $$(".chart-modes button")) o.setAttribute("aria-pressed", String(o === b));
-        $("#chart-caption").textContent = this.chartMode === "day" ? "Labels over time" : "Labels per batch";
         this.loadChart();
       });
     }
@@ -136,6 +135,7 @@ export class History {
 
   apply() {
     const hash = this.hashFor();
+    this.lastHash = hash;
     if (location.hash !== hash) history.replaceState(null, "", hash);
     this.load();
     this.loadChart();
@@ -255,7 +255,13 @@ export class History {
       return;
     }
     if (seq !== this.chartSeq) return;
-    this.chartGroups = groupJobs(jobs.filter((j) => j.label), this.chartMode);
+    const labelled = jobs.filter((j) => j.label);
+    let mode = this.chartMode;
+    // "Over time" uses hours when everything happened within two days (a new install), else days.
+    if (mode === "day" && new Set(labelled.map((j) => localDay(j.created_at))).size <= 2) mode = "hour";
+    this.chartGroups = groupJobs(labelled, mode);
+    $("#chart-caption").textContent = mode === "batch" ? "Labels per batch"
+      : `Labels over time (per ${mode === "hour" ? "hour" : "day"})`;
     this.redrawChart();
   }
 
@@ -265,6 +271,7 @@ export class History {
 
   show() {
     this.fromHash(location.hash);
+    this.lastHash = location.hash;
     this.load();
     this.loadChart();
     announce("History view.");
@@ -281,6 +288,12 @@ export function groupJobs(jobs, mode) {
       key = j.batch_id != null ? `b${j.batch_id}` : "single";
       label = j.batch_id != null ? `Batch #${j.batch_id}` : "Single jobs";
       short = j.batch_id != null ? `#${j.batch_id}` : "single";
+    } else if (mode === "hour") {
+      const d = parseDate(j.created_at);
+      const hour = d ? String(d.getHours()).padStart(2, "0") : "??";
+      key = `${localDay(j.created_at)} ${hour}`;
+      label = `${localDay(j.created_at)} ${hour}:00`;
+      short = `${hour}:00`;
     } else {
       key = localDay(j.created_at) || "unknown";
       label = key;

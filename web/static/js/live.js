@@ -268,7 +268,8 @@ function renderBatch(entry) {
         " ", h("span", { class: "mono" }, pct(j.confidence)))
       : h("span", { class: "batch-job-label hint" }, j.error && j.error.message ? j.error.message : (j.error_message || ""))));
 
-  el.replaceChildren(
+  // replaceChildren() would print a null as the text "null": keep only real nodes.
+  el.replaceChildren(...[
     h("div", { class: "job-head" },
       h("h3", { id: `batch-${id}-title`, class: "job-title", title: `Batch ${id}` }, batchName(batch)),
       h("span", { class: `badge ${finished ? "status-done" : "status-classifying"}` }, finished ? "Finished" : "Running")),
@@ -287,5 +288,6 @@ function renderBatch(entry) {
         h("code", {}, String(e.value ?? e.url ?? e.text ?? "")), " — ", e.message || e.code || "rejected")))) : null,
     jobRows.length ? h("details", { class: "batch-jobs", open: jobRows.length <= 10 },
       h("summary", {}, "Jobs in this batch"), h("ul", { class: "batch-job-list" }, jobRows)) : null,
-    h("p", {}, h("a", { href: `#history?batch=${encodeURIComponent(id)}` }, "Open this batch in History")));
+    h("p", {}, h("a", { href: `#history?batch=${encodeURIComponent(id)}` }, "Open this batch in History")),
+  ].filter(Boolean));
 }

@@ -33,8 +33,9 @@ function setupViews(history) {
   };
   tabs.forEach((tab, i) => {
     tab.addEventListener("click", () => {
-      const target = tab.dataset.view === "history" ? "#history" : "#classify";
-      if (!location.hash.startsWith(target)) location.hash = target;
+      // History comes back with the filters it had (kept in its hash).
+      const target = tab.dataset.view === "history" ? history.lastHash || "#history" : "#classify";
+      if (location.hash !== target && !(target === "#classify" && currentView() === "classify")) location.hash = target;
       else show(tab.dataset.view, true);
     });
     tab.addEventListener("keydown", (ev) => {
