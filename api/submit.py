@@ -18,7 +18,7 @@ from api.errors import ApiError
 from api.store import celery, fast_call, get_session
 from db.models import Job, new_id, utcnow
 from worker import celery_app as names
-from worker.enqueue import publish_job
+from worker.enqueue import publish_jobs
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ def publish(job: Job) -> None:
     """Queue a committed job. If the broker is down the job stays queued with enqueued_at NULL,
     and the reconciler publishes it when the broker is back."""
     try:
-        publish_job(job.id, app=celery())
+        publish_jobs([job.id], app=celery())   # the Celery message, without send_task's overhead
     except Exception as exc:
         log.warning("could not publish job %s (the reconciler will): %s", job.id, exc)
         session = get_session()
