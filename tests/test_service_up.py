@@ -1,0 +1,77 @@
+"""`vidclass up`: migrations, embedded Redis, workers and API from one command; Ctrl-C stops all."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+import servicekit as kit
+from test_worker import assets  # noqa: F401  (module fixture reused)
+
+pytestmark = pytest.mark.slow
+
+
+def _get(url):
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return r.status, json.loads(r.read())
+
+
+def _post(url, body):
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return r.status, json.loads(r.read())
+
+
+def _children(pid):
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True)
+    return [int(p) for p in out.stdout.split()]
+
+
+def test_up_serves_jobs_and_stops_cleanly_on_ctrl_c(assets, tmp_path):  # noqa: F811
+    port = kit.free_port()
+    env = kit.service_env(tmp_path, "", f"sqlite:///{tmp_path / 'up.db'}", assets["tmp"] / "models",
+                          assets["tmp"] / "features")
+    env.pop("REDIS_URL")                  # embedded Redis
+    server = kit.ClipServer(assets["tmp"] / "clips")
+    proc = subprocess.Popen([sys.executable, "-m", "vidclass.cli", "up", "--port", str(port), "--workers", "1"],
+                            cwd=kit.REPO, env=env, stdout=open(tmp_path / "up.log", "wb"),
+                            stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        def healthy():
+            try:
+                status, body = _get(f"{base}/api/health")
+                return body if status == 200 and body["model"] else None
+            except OSError:
+                return None
+        health = kit.wait_for(healthy, 120, what="vidclass up to be healthy")
+        assert health["database"]["revision"] == "0001"      # migrations ran at start-up
+        assert health["queue"]["url"].startswith("redis://127.0.0.1:")
+        status, job = _post(f"{base}/api/jobs", {"url": server.url(kit.CLIPS[0].name)})
+        assert status == 202
+
+        def done():
+            _, j = _get(f"{base}/api/jobs/{job['id']}")
+            return j if j["status"] in ("done", "failed") else None
+        final = kit.wait_for(done, 120, what="job via vidclass up")
+        assert final["status"] == "done", final
+        children = _children(proc.pid)
+        assert len(children) >= 4          # redis, two workers, gunicorn
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            code = proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+        server.close()
+    assert code == 0, (tmp_path / "up.log").read_text()[-3000:]
+    time.sleep(0.5)
+    for pid in children:
+        assert not os.path.exists(f"/proc/{pid}") or "zombie" in open(f"/proc/{pid}/status").read().lower(), \
+            f"child {pid} of vidclass up survived Ctrl-C"
