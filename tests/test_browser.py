@@ -572,6 +572,22 @@ def test_history_date_and_confidence_filters(page, service):
     assert "min_confidence=25" in page.url
 
 
+def test_rejected_submission_shows_the_api_error(page, service):
+    field = page.get_by_label("Video URL")
+    field.fill("http://")                         # passes the page's own check, not the API's
+    field.press("Enter")
+    message = page.locator("#message")
+    expect(message).to_be_visible()
+    expect(message).to_have_attribute("data-kind", "error")
+    with pytest.raises(urllib.error.HTTPError) as err:
+        api(service, "/api/jobs", "POST", {"url": "http://"})
+    body = json.loads(err.value.read())
+    expect(message).to_contain_text(f"{body['message']} ({body['code']})")
+    expect(page.locator("#jobs li.job")).to_have_count(0)
+    page.get_by_role("button", name="Dismiss message").click()
+    expect(message).to_be_hidden()
+
+
 def test_keyboard_tabs_and_focus_are_visible(page):
     page.keyboard.press("Tab")
     expect(page.locator(".skip-link")).to_be_focused()

@@ -214,15 +214,19 @@ export class History {
       this.showMessage(`Could not load job ${id}: ${e.message}`, "error");
       return;
     }
-    const handlers = {
-      onCancel: async (j) => { await postJSON(`/api/jobs/${encodeURIComponent(j.id)}/cancel`); this.openDetail(j.id); this.load(); },
-      onRetry: async (j) => {
-        const again = await postJSON(`/api/jobs/${encodeURIComponent(j.id)}/retry`);
+    // The detail card is a snapshot: after cancel/retry it is reloaded, and the table with it.
+    const act = (verb) => async (j) => {
+      try {
+        const again = await postJSON(`/api/jobs/${encodeURIComponent(j.id)}/${verb}`);
         this.openDetail(again && again.id !== undefined ? again.id : j.id);
-        this.load();
-      },
+      } catch (e) {
+        this.showMessage(`Could not ${verb} job ${j.id}: ${e.message}`, "error");
+        this.openDetail(j.id);
+      }
+      this.load();
     };
-    $("#detail-body").replaceChildren(renderJob(job, handlers, { membersOpen: true }));
+    const handlers = { onCancel: act("cancel"), onRetry: act("retry") };
+    $("#detail-body").replaceChildren(renderJob(job, handlers));
     $("#detail-heading").textContent = `Job #${job.id}`;
     section.hidden = false;
     section.focus();

@@ -52,7 +52,7 @@ function membersTable(job) {
     return h("tr", {}, h("th", { scope: "row" }, m.name),
       classes.map((c) => h("td", { class: `num mono${c === top ? " is-top" : ""}` }, pct(m.probabilities[c], 1))));
   });
-  return h("details", { class: "members" },
+  return h("details", { class: "members", open: true },
     h("summary", {}, "Per-model probabilities"),
     h("div", { class: "table-scroll" },
       h("table", { class: "members-table" }, h("thead", {}, head), h("tbody", {}, body))));
@@ -163,13 +163,9 @@ function cardContent(job, handlers) {
   ];
 }
 
-export function renderJob(job, handlers = {}, options = {}) {
+export function renderJob(job, handlers = {}) {
   const li = h("li", { class: "job", "aria-labelledby": `job-${job.id}-title` });
   updateJob(li, job, handlers);
-  if (options.membersOpen) {
-    const d = li.querySelector("details.members");
-    if (d) d.open = true;
-  }
   return li;
 }
 
@@ -178,15 +174,14 @@ export function updateJob(li, job, handlers = {}) {
   const signature = JSON.stringify(job);
   if (li.dataset.signature === signature) return false;
   const focused = li.contains(document.activeElement) ? document.activeElement.dataset.action : null;
-  const openDetails = li.querySelector("details.members[open]") !== null;
+  const oldDetails = li.querySelector("details.members");
+  const detailsOpen = oldDetails ? oldDetails.open : null;   // keep what the user chose
   li.dataset.signature = signature;
   li.dataset.id = job.id;
   li.dataset.status = job.status;
   li.replaceChildren(...cardContent(job, handlers).filter(Boolean));
-  if (openDetails) {
-    const d = li.querySelector("details.members");
-    if (d) d.open = true;
-  }
+  const newDetails = li.querySelector("details.members");
+  if (newDetails && detailsOpen !== null) newDetails.open = detailsOpen;
   if (focused) {
     const again = li.querySelector(`[data-action="${focused}"]`) || li.querySelector("[data-action]");
     if (again) again.focus();

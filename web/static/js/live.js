@@ -94,9 +94,8 @@ export class LiveList {
     this.jobs.delete(id);
     this.save();
     this.refreshEmpty();
-    const focusTarget = next && next.querySelector("button");
-    if (focusTarget) focusTarget.focus();
-    else $("#live-heading").focus?.();
+    const focusTarget = (next && next.querySelector("button")) || $("#clear-finished");
+    focusTarget.focus();
   }
 
   clearFinished() {

@@ -7,10 +7,10 @@ import { setupSubmit } from "./submit.js";
 import { History } from "./history.js";
 
 function showMessage(text, kind = "info") {
-  const el = $("#submit-message");
-  if (!text) { el.hidden = true; el.textContent = ""; return; }
+  const el = $("#message");
+  if (!text) { el.hidden = true; $("#message-text").textContent = ""; return; }
   el.dataset.kind = kind;
-  el.textContent = text;
+  $("#message-text").textContent = text;
   el.hidden = false;
 }
 
@@ -78,6 +78,7 @@ function main() {
   const history = new History(showMessage);
   setupViews(history);
   $("#clear-finished").addEventListener("click", () => live.clearFinished());
+  $("#message-close").addEventListener("click", () => showMessage(null));
   live.restore();
   checkHealth();
   setInterval(checkHealth, 30000);
