@@ -39,8 +39,9 @@ def assets(tmp_path_factory):
 
 
 @contextmanager
-def running_service(assets, tmp: Path, database_url: str, redis_url: str, concurrency: int = 2):
-    env = kit.service_env(tmp, redis_url, database_url, assets["tmp"] / "models",
+def running_service(assets, tmp: Path, database_url: str, redis_url: str, concurrency: int = 2,
+                    models_dir: Path | None = None):
+    env = kit.service_env(tmp, redis_url, database_url, models_dir or assets["tmp"] / "models",
                           assets["tmp"] / "features", CALLBACK_SECRET=SECRET)
     server = kit.ClipServer(assets["tmp"] / "clips")
     workers = None
@@ -288,3 +289,35 @@ def test_postgresql_backend_end_to_end(assets, redis_url, tmp_path):
             assert health["database"]["backend"].startswith("postgresql")
     finally:
         kit.drop_postgres_schema(schema)
+
+
+def test_cancel_stops_a_running_job(service, assets):
+    c, server = service["client"], service["server"]
+    (assets["tmp"] / "clips" / "cancel.mp4").write_bytes(kit.CLIPS[2].read_bytes() + os.urandom(64))
+    job_id = c.post("/api/jobs", json={"url": server.url("cancel.mp4")}).get_json()["id"]
+    kit.wait_for(lambda: c.get(f"/api/jobs/{job_id}").get_json()["status"] == "extracting", 120,
+                 interval=0.1, what="the job to be extracting")
+    r = c.post(f"/api/jobs/{job_id}/cancel")
+    assert r.status_code == 200 and r.get_json()["status"] == "cancelled"
+    deadline = time.monotonic() + 20        # longer than the extraction would take
+    while time.monotonic() < deadline:
+        job = c.get(f"/api/jobs/{job_id}").get_json()
+        assert job["status"] == "cancelled" and job["label"] is None, job
+        time.sleep(1)
+
+
+MODELS = kit.REPO / "models_enhanced"
+EXPECTED = {"animation": "Animation", "flat": "Flat_Content", "gaming": "Gaming", "natural": "Natural_Content"}
+
+
+@pytest.mark.skipif(not any(MODELS.glob("*.pt")), reason="no trained checkpoint in models_enhanced/ yet")
+def test_trained_model_labels_the_fixture_clips(assets, redis_url, tmp_path):
+    with running_service(assets, tmp_path, f"sqlite:///{tmp_path / 'real.db'}",
+                         redis_url, models_dir=MODELS) as svc:
+        c, server = svc["client"], svc["server"]
+        ids = {clip.name: c.post("/api/jobs", json={"url": server.url(clip.name)}).get_json()["id"]
+               for clip in kit.CLIPS}
+        for name, job_id in ids.items():
+            job = wait_job(c, job_id, timeout=300)
+            assert job["status"] == "done", job
+            assert job["label"] == EXPECTED[name.split("_")[0]], (name, job["probabilities"])
