@@ -56,6 +56,8 @@ CLIPS = [("animation_planetblupi_play101.mp4", "Animation", "packaged_animation"
 SUBCATEGORIES = [c[2] for c in CLIPS]
 STARTUP_TIMEOUT_S = 180
 JOB_TIMEOUT_MS = 180_000
+# Two shared CPU cores: give every page assertion more than Playwright's default 5 s.
+expect.set_options(timeout=30_000)
 
 
 def human(label: str) -> str:

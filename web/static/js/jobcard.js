@@ -10,6 +10,8 @@ export function shortId(id) {
   return String(id).length > 12 ? String(id).slice(0, 8) : String(id);
 }
 
+const SHORT_NAMES = { Animation: "Anim.", Flat_Content: "Flat", Gaming: "Game", Natural_Content: "Nat." };
+
 const TIMING_NAMES = {
   queue_s: "Waiting in queue",
   queued_s: "Waiting in queue",
@@ -45,8 +47,11 @@ function membersTable(job) {
   const list = members(job);
   if (!list.length) return null;
   const classes = sortedClasses(job.probabilities || list[0].probabilities);
+  // Phones show the short column names (CSS picks one), so the table fits without scrolling.
   const head = h("tr", {}, h("th", { scope: "col" }, "Model"),
-    classes.map((c) => h("th", { scope: "col", class: "num" }, humanLabel(c))));
+    classes.map((c) => h("th", { scope: "col", class: "num" },
+      h("span", { class: "long" }, humanLabel(c)),
+      h("abbr", { class: "short", title: humanLabel(c) }, SHORT_NAMES[c] || humanLabel(c).slice(0, 4)))));
   const body = list.map((m) => {
     const top = classes.reduce((a, b) => (Number(m.probabilities[b] || 0) > Number(m.probabilities[a] || 0) ? b : a), classes[0]);
     return h("tr", {}, h("th", { scope: "row" }, m.name),
