@@ -34,9 +34,10 @@ import pytest
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-if not Path(CHROMIUM).exists():
-    pytest.skip("no Chromium binary (install Debian's `chromium` package: `make browser`); "
+# VIDCLASS_CHROMIUM points at another local build; nothing is ever downloaded.
+CHROMIUM = os.environ.get("VIDCLASS_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+if not Path(CHROMIUM).is_file():
+    pytest.skip(f"no Chromium binary at {CHROMIUM} (install Debian's `chromium` package: `make browser`); "
                 "the browser tests never download a browser", allow_module_level=True)
 
 from playwright.sync_api import expect, sync_playwright  # noqa: E402  (after the skip)
@@ -349,6 +350,34 @@ def test_upload_shows_upload_progress_then_the_result(page, service):
     check_result_matches_api(card, job)
     # The live region told screen-reader users about the result.
     expect(page.locator("#announcer")).to_contain_text(human(job["label"]))
+
+
+def test_dropped_file_is_uploaded(page, service):
+    import base64
+
+    clip = FIXTURES / "flat_term_python_repl.mp4"
+    page.get_by_role("tab", name="File").click()
+    # A real drop event carrying the clip, as a file dragged from the desktop would.
+    transfer = page.evaluate_handle(
+        """([b64, name]) => {
+            const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+            const dt = new DataTransfer();
+            dt.items.add(new File([bytes], name, { type: "video/mp4" }));
+            return dt;
+        }""", [base64.b64encode(clip.read_bytes()).decode(), clip.name])
+    page.dispatch_event("#drop-zone", "dragenter", {"dataTransfer": transfer})
+    expect(page.locator("#drop-zone")).to_have_class(re.compile(r"\bdragging\b"))
+    page.dispatch_event("#drop-zone", "drop", {"dataTransfer": transfer})
+    expect(page.locator("#file-chosen")).to_contain_text(clip.name)
+    expect(page.get_by_role("button", name="Upload and classify")).to_be_focused()
+    page.keyboard.press("Enter")
+    card = page.locator("#jobs li.job").first
+    expect(card.locator(".job-title")).to_have_text(clip.name)
+    job_id = card.get_attribute("data-id")
+    card = wait_final(page, job_id)
+    job = api(service, f"/api/jobs/{job_id}")
+    assert job["source_kind"] == "upload" and job["source"] == clip.name
+    check_result_matches_api(card, job)
 
 
 def test_url_job_and_keyboard_submission(page, service, clips):
