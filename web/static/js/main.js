@@ -65,8 +65,14 @@ async function checkHealth() {
     if (h.model && h.model.model_version) el.title = `Model ${h.model.model_version}`;
     text.textContent = parts.join(" · ");
   } catch (e) {
-    el.dataset.state = "down";
-    text.textContent = e.code === "network_error" ? "Server unreachable" : `Service problem: ${e.message}`;
+    // 503 carries the same health body: say which part is down (database or queue).
+    const d = e.details || {};
+    const broken = [d.database && d.database.ok === false ? "database" : null,
+      d.queue && d.queue.ok === false ? "queue" : null].filter(Boolean);
+    el.dataset.state = e.code === "network_error" ? "down" : "degraded";
+    el.title = [d.database && d.database.error, d.queue && d.queue.error].filter(Boolean).join("; ");
+    text.textContent = e.code === "network_error" ? "Server unreachable"
+      : broken.length ? `Service degraded: ${broken.join(" and ")} unavailable` : `Service problem: ${e.message}`;
   }
 }
 
