@@ -193,3 +193,21 @@ def test_variable_frame_rate_samples_uniform_in_time(tmp_path):
     # Uniform over time, not over frame index: 6 of 7 samples fall in the slow 11 s stretch.
     assert found[0] == 0 and found[-1] == 71
     assert sum(i >= 60 for i in found) >= 5, found
+
+
+def test_mpegts_without_index_and_with_start_offset(tmp_path):
+    """MPEG-TS has no seek index and starts at ~1.4 s: same samples as the MP4 it was remuxed from."""
+    src = FIXTURES / "gaming_supertux_4.mp4"
+    ts = tmp_path / "clip.ts"
+    with av.open(str(src)) as inp, av.open(str(ts), "w", format="mpegts") as out:
+        s = out.add_stream_from_template(inp.streams.video[0])
+        for pkt in inp.demux(video=0):
+            if pkt.dts is None:
+                continue
+            pkt.stream = s
+            out.mux(pkt)
+    info = probe(ts)
+    assert info.keyframe_times == [] and info.start_s > 0
+    for exact in (True, False):
+        np.testing.assert_array_equal(sample_frames(ts, 16, exact=exact),
+                                      sample_frames(src, 16, exact=exact))
