@@ -110,6 +110,8 @@ def test_url_upload_and_test_set_jobs_reach_done(service, assets):
     with open(clip_b, "rb") as f:
         r_up = c.post("/api/jobs", data={"file": (f, clip_b.name)}, content_type="multipart/form-data")
     assert r_up.status_code == 202, r_up.get_json()
+    videos = c.get("/api/videos").get_json()
+    assert assets["names"][0] in [n for names in videos["categories"].values() for n in names]
     r_name = c.post("/api/jobs", json={"video": assets["names"][0]})
     assert r_name.status_code == 202
 
