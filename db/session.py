@@ -98,10 +98,10 @@ def upgrade(url: str | None = None, revision: str = "head") -> None:
     """Apply the Alembic migrations: the only way the schema is created or changed."""
     import logging
 
+    # Alembic's per-plugin INFO lines (logged at import) are noise at every `vidclass up`.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     from alembic import command
 
-    # Alembic's per-plugin INFO lines are noise at every `vidclass up`.
-    logging.getLogger("alembic").setLevel(logging.WARNING)
     url = database_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
