@@ -94,7 +94,8 @@ class FeatureExtractor:
         if progress:
             progress("sampling", 0.0)
         sampled = sample_frames(path, self.pipeline.num_frames,
-                                exact=self.pipeline.sampling == "exact", with_next=self.use_stats)
+                                exact=self.pipeline.sampling == "exact", with_next=self.use_stats,
+                                progress=(lambda f: progress("sampling", f)) if progress else None)
         frames, next_frames = sampled if self.use_stats else (sampled, None)
         if progress:
             progress("sampling", 1.0)

@@ -181,12 +181,13 @@ def _targets(info: VideoInfo, n: int) -> np.ndarray:
 
 def sample_frames(path: str | os.PathLike, num_frames: int, exact: bool = False,
                   max_side: int | None = DEFAULT_MAX_SIDE, with_next: bool = False,
-                  stats: dict | None = None):
+                  stats: dict | None = None, progress=None):
     """Sample `num_frames` RGB frames at uniform times over the video.
 
     Returns uint8 [num_frames, H, W, 3]; with ``with_next=True`` returns (frames, next_frames) where
     next_frames[i] is the frame decoded right after frames[i] (itself at the end of the video), for
-    short-term motion statistics. `stats`, when given, receives decode counters.
+    short-term motion statistics. `stats`, when given, receives decode counters; `progress`, when
+    given, is called with the fraction of samples taken (seek-based path) as sampling goes.
     Raises VideoError for files that are not videos or have no decodable frame.
     """
     if num_frames < 1:
@@ -204,7 +205,7 @@ def sample_frames(path: str | os.PathLike, num_frames: int, exact: bool = False,
             picked, nexts = _forward_pass(cursor, num_frames, with_next)
         else:
             try:
-                picked, nexts = _seek_pass(cursor, info, num_frames, exact, with_next)
+                picked, nexts = _seek_pass(cursor, info, num_frames, exact, with_next, progress)
             except _BrokenTimestamps:
                 # Timestamps we cannot seek by: start over with one forward pass.
                 cursor.rewind()
@@ -266,7 +267,8 @@ def _forward_pass(cursor: _Cursor, n: int, with_next: bool):
     return frames, nexts
 
 
-def _seek_pass(cursor: _Cursor, info: VideoInfo, n: int, exact: bool, with_next: bool):
+def _seek_pass(cursor: _Cursor, info: VideoInfo, n: int, exact: bool, with_next: bool,
+               progress=None):
     targets = _targets(info, n)
     spacing = float(targets[1] - targets[0]) if n > 1 else (info.duration_s or 0.0)
     frame_dur = 1.0 / info.fps
@@ -307,7 +309,9 @@ def _seek_pass(cursor: _Cursor, info: VideoInfo, n: int, exact: bool, with_next:
                 return None
             back = max(1.0, back * 2)
 
-    for t in targets:
+    for k, t in enumerate(targets):
+        if progress is not None and k % 8 == 0 and k:
+            progress(k / n)
         t = float(t)
         # Nearest keyframe within half a spacing of the target: the cheap sample.
         snap = None
