@@ -87,6 +87,10 @@ def test_permanent_errors_fail_at_once(server, tmp_path):
     assert err.value.code == "too_large"
     assert not list(tmp_path.glob("video.*")), "a refused download must leave no file behind"
     with pytest.raises(DownloadError) as err:
+        fetch(f"{server}/clip.mp4", tmp_path, max_seconds=2)     # the clip lasts longer
+    assert err.value.code == "too_long" and err.value.permanent
+    assert not list(tmp_path.glob("video.*"))
+    with pytest.raises(DownloadError) as err:
         fetch("ftp://example.org/a.mp4", tmp_path)
     assert err.value.code == "bad_url"
 

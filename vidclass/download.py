@@ -64,7 +64,9 @@ def _fetch_once(url, dest_dir, max_bytes, max_seconds, timeout, progress) -> Pat
         content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
         path_ext = Path(urlsplit(response.url).path).suffix.lower()
         if content_type.startswith("video/") or path_ext in VIDEO_EXTENSIONS or content_type in _BINARY:
-            return _stream(response, dest_dir, path_ext, max_bytes, progress)
+            path = _stream(response, dest_dir, path_ext, max_bytes, progress)
+            _check_duration(path, max_seconds)
+            return path
         if content_type and content_type not in _PAGES:
             raise DownloadError(f"{url} serves {content_type}, neither a video nor a web page with one",
                                 "not_a_video")
@@ -108,6 +110,22 @@ def _stream(response, dest_dir: Path, ext: str, max_bytes: int, progress) -> Pat
         path.unlink(missing_ok=True)
         raise DownloadError("the server sent an empty file", "empty_download")
     return path
+
+
+def _check_duration(path: Path, max_seconds: float) -> None:
+    """Refuse a direct download longer than max_seconds (yt-dlp checks before downloading).
+    A file that does not even open is left to the frame sampler, which reports it clearly."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            duration = container.duration / av.time_base if container.duration else None
+    except (av.FFmpegError, OSError, ValueError):
+        return
+    if duration and duration > max_seconds:
+        path.unlink(missing_ok=True)
+        raise DownloadError(f"video is {duration:.0f} s long, more than the {max_seconds:.0f} s limit "
+                            f"(MAX_VIDEO_SECONDS)", "too_long")
 
 
 _TRANSIENT_HINTS = ("timed out", "timeout", "connection reset", "temporary failure", "http error 5",
