@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 LITE0 = "efficientnet-lite0"
 V2S = "efficientnet-v2-s"
 FEATURE_DIM = 1280
-DEFAULT_BATCH = 16
+DEFAULT_BATCH = 8             # 4-8 measured best for ONNX Runtime on 2 cores (BENCHMARKS.md)
 ONNX_FORMAT_VERSION = 1          # bump when the exported graph changes (inputs, pooling, opset)
 
 
