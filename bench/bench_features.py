@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from vidclass.backbone import default_pipeline, load_backbone
-from vidclass.content_stats import compute_content_stats
+from vidclass.content_stats import GROUP_NAME, compute_content_stats
 from vidclass.frames import sample_frames
 
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
+OUTPUT = Path(__file__).resolve().parent / "output"
 
 
 def _frames(n: int):
@@ -61,6 +62,21 @@ def main(argv=None) -> None:
             print(f"{runtime:5s} batch {bs:2d}: {fps:6.1f} frames/s")
     fps = _rate(lambda: compute_content_stats(frames, nexts), len(frames))
     print(f"content_stats_v1: {fps:6.1f} frames/s ({1000 / fps:.1f} ms/frame)")
+
+    # End to end (sampling + backbone + stats + multi-scale), default runtime and batch size.
+    from vidclass.features import FeatureExtractor
+    long_file = OUTPUT / "long_1280x720_10min.mp4"
+    files = [FIXTURES / "gaming_supertux_4.mp4"] + ([long_file] if long_file.is_file() else [])
+    for extras in ((), (GROUP_NAME,)):
+        fx = FeatureExtractor(default_pipeline(extras=extras))
+        for path in files:
+            fx.extract_file(path)
+            t = time.perf_counter()
+            res = fx.extract_file(path)
+            total = time.perf_counter() - t
+            print(f"extract_file {path.name} [{fx.runtime}{'+' + extras[0] if extras else ''}]: "
+                  f"{total:.2f} s (sample {res.timings['sample_s']:.2f} s, "
+                  f"features {res.timings['features_s']:.2f} s) -> {res.features.shape}")
     print(f"load after: {os.getloadavg()[0]:.2f}")
 
 
