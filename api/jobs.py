@@ -13,7 +13,7 @@ from sqlalchemy import func, select, update
 from api.errors import ApiError
 from api.store import get_session
 from api.submit import create_job, idempotency_key, job_request, publish
-from db.models import FINAL, STATUSES, Job, utcnow
+from db.models import FINAL, RUN_RESULT_COLUMNS, STATUSES, Job, utcnow
 
 bp = Blueprint("jobs", __name__, url_prefix="/api/jobs")
 
@@ -68,10 +68,8 @@ def retry(job_id):
                                              f"this one is {job.status}", status=job.status)
     result = session.execute(
         update(Job).where(Job.id == job_id, Job.status.in_(("failed", "cancelled")))
-        .values(status="queued", progress=0, attempts=0, error_code=None, error_message=None,
-                task_id=None, started_at=None, finished_at=None, heartbeat_at=None,
-                enqueued_at=utcnow(), label=None, confidence=None, probabilities=None,
-                callback_status=None))
+        .values({**dict.fromkeys(RUN_RESULT_COLUMNS), "status": "queued", "progress": 0,
+                 "attempts": 0, "thumbnails_count": 0, "enqueued_at": utcnow()}))
     session.commit()
     if result.rowcount != 1:
         raise ApiError(409, "not_retryable", "the job changed state meanwhile; read it again")

@@ -14,6 +14,15 @@ RUNNING = ("downloading", "extracting", "classifying")
 FINAL = ("done", "failed", "cancelled")
 
 
+# Every column a run writes; a job that runs again (retry) starts with all of them empty, so
+# the API never shows a previous run's result beside the new run's status.
+RUN_RESULT_COLUMNS = (
+    "stage_timings", "label", "confidence", "probabilities", "subcategory", "subcategory_confidence",
+    "member_probabilities", "agreement", "model_version", "pipeline_version", "error_code",
+    "error_message", "started_at", "heartbeat_at", "finished_at", "worker", "task_id",
+    "callback_status", "thumbnail_paths")
+
+
 def utcnow() -> datetime:
     """Naive UTC: SQLite has no time zones, so every timestamp is stored as naive UTC."""
     return datetime.now(timezone.utc).replace(tzinfo=None)

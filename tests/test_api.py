@@ -217,6 +217,26 @@ def test_cancel_and_retry_rules(api):
     assert r.status_code == 202 and r.get_json()["status"] == "queued" and r.get_json()["attempts"] == 0
 
 
+def test_retry_clears_the_previous_run(api):
+    from db import session
+    from db.models import RUN_RESULT_COLUMNS, Job, new_id
+
+    job_id = new_id()
+    with session.session_scope(api["url"]) as s:
+        s.add(Job(id=job_id, source_kind="url", source="https://example.org/r.mp4", status="failed",
+                  progress=100, attempts=2, label="Gaming", confidence=0.7, subcategory="racing",
+                  subcategory_confidence=0.5, member_probabilities=[{"Gaming": 0.7}], agreement=1.0,
+                  model_version="m1", stage_timings={"download_s": 1.0}, thumbnails_count=2,
+                  thumbnail_paths=["/tmp/a.jpg", "/tmp/b.jpg"], error_code="timeout",
+                  error_message="took too long"))
+    r = api["client"].post(f"/api/jobs/{job_id}/retry")
+    assert r.status_code == 202
+    with session.session_scope(api["url"]) as s:
+        job = s.get(Job, job_id)
+        assert job.status == "queued" and job.attempts == 0 and job.thumbnails_count == 0
+        assert {c: getattr(job, c) for c in RUN_RESULT_COLUMNS} == dict.fromkeys(RUN_RESULT_COLUMNS)
+
+
 def test_health_and_metrics(api):
     c = api["client"]
     health = c.get("/api/health").get_json()
