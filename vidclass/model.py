@@ -32,6 +32,10 @@ DEFAULT_CONFIG = {
     "dropout": 0.4,
     "bidirectional": True,
     "num_subcategories": 0,   # ours: > 0 adds `subcategory_head`; 0 keeps original checkpoints strict
+    # ours: True adds `input_mean`/`input_std` buffers (set from the training data) that
+    # standardise each feature, so small groups such as content statistics are not drowned by
+    # the 1280 CNN features. False keeps original checkpoints strict.
+    "input_norm": False,
 }
 
 
@@ -68,6 +72,9 @@ class SuperEnhancedTemporalModel(nn.Module):
                              f"num_attention_heads={cfg['num_attention_heads']}")
         self.output_dim = out_dim
 
+        if cfg["input_norm"]:
+            self.register_buffer("input_mean", torch.zeros(d))
+            self.register_buffer("input_std", torch.ones(d))
         self.input_projection = nn.Sequential(nn.Linear(d, h), nn.LayerNorm(h), nn.ReLU(), nn.Dropout(p))
         self.lstm = nn.LSTM(h, h, num_layers=cfg["num_lstm_layers"], batch_first=True,
                             bidirectional=cfg["bidirectional"],
@@ -100,6 +107,8 @@ class SuperEnhancedTemporalModel(nn.Module):
         pad_mask = torch.arange(steps)[None, :] >= lengths[:, None]          # True = padding
         pad_mask = pad_mask.to(x.device)
 
+        if self.config["input_norm"]:
+            x = (x - self.input_mean) / self.input_std
         x = self.input_projection(x)
         packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
         out, _ = self.lstm(packed)
@@ -180,6 +189,7 @@ def _infer_from_state(state: dict) -> dict:
         inferred["bidirectional"] = "lstm.weight_ih_l0_reverse" in state
     w = state.get("subcategory_head.weight")
     inferred["num_subcategories"] = int(w.shape[0]) if w is not None else 0
+    inferred["input_norm"] = "input_mean" in state
     return inferred
 
 

@@ -42,6 +42,10 @@ class TrainConfig:
     subcategory_weight: float = 0.3   # weight of the auxiliary subcategory loss
     frame_drop: float = 0.15          # probability of dropping each valid step
     noise_std: float = 0.05           # feature noise, relative to each feature's training std
+    # Probability of hiding a sample's whole backbone (CNN) block during training, so the model
+    # must also learn from the content statistics, which generalise better to unseen sources.
+    backbone_dropout: float = 0.0
+    input_norm: bool = True
     # Architecture. The original full size is hidden 768, 4 layers, 12 heads (GPU users).
     hidden_dim: int = 128
     num_lstm_layers: int = 1
@@ -87,14 +91,17 @@ def focal_loss(logits, targets, class_weights, gamma: float, smoothing: float):
     return (class_weights[targets] * (1 - p_t) ** gamma * ce).mean()
 
 
-def augment(x: torch.Tensor, lengths: torch.Tensor, cfg: TrainConfig, feature_std: torch.Tensor,
-            gen: torch.Generator):
-    """Frame dropping, temporal shift (circular within the valid steps) and feature noise."""
+def augment(x: torch.Tensor, lengths: torch.Tensor, cfg: TrainConfig, feature_mean: torch.Tensor,
+            feature_std: torch.Tensor, backbone_dim: int, gen: torch.Generator):
+    """Frame dropping, temporal shift (circular within the valid steps), feature noise and
+    backbone-block dropout (the block is set to its training mean: zero after standardising)."""
     x = x.clone()
     lengths = lengths.clone()
     for i in range(x.shape[0]):
         n = int(lengths[i])
         seq = x[i, :n]
+        if cfg.backbone_dropout and float(torch.rand(1, generator=gen)) < cfg.backbone_dropout:
+            seq[:, :backbone_dim] = feature_mean[:backbone_dim]
         keep = torch.rand(n, generator=gen) >= cfg.frame_drop
         if keep.sum() >= max(5, n // 2):
             seq = seq[keep]
@@ -123,7 +130,7 @@ def predict_probs(model, x: np.ndarray, lengths: np.ndarray, batch_size: int = 3
 
 
 def train_member(train: SplitData, val: SplitData, model_config: dict, sub_names: list[str],
-                 cfg: TrainConfig, seed: int, progress=None):
+                 cfg: TrainConfig, seed: int, backbone_dim: int | None = None, progress=None):
     """Train one member; returns (best state_dict, best epoch, validation metrics, history)."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -140,7 +147,10 @@ def train_member(train: SplitData, val: SplitData, model_config: dict, sub_names
     class_weights = counts.sum() / (num_classes * counts)
     sample_weights = (1.0 / counts)[y]
     valid = (torch.arange(x.shape[1])[None, :] < lengths[:, None])
-    feature_std = x[valid].std(0).clamp(min=1e-6)
+    feature_mean, feature_std = x[valid].mean(0), x[valid].std(0).clamp(min=1e-6)
+    if model_config.get("input_norm"):
+        model.input_mean.copy_(feature_mean)
+        model.input_std.copy_(feature_std)
 
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = max(1, math.ceil(len(y) / cfg.batch_size))
@@ -154,7 +164,8 @@ def train_member(train: SplitData, val: SplitData, model_config: dict, sub_names
         total_loss = 0.0
         for s in range(0, len(order), cfg.batch_size):
             idx = order[s:s + cfg.batch_size]
-            xb, lb = augment(x[idx], lengths[idx], cfg, feature_std, gen)
+            xb, lb = augment(x[idx], lengths[idx], cfg, feature_mean, feature_std,
+                             backbone_dim or x.shape[2], gen)
             logits, sub_logits = model.forward_all(xb, lb)
             loss = focal_loss(logits, y[idx], class_weights, cfg.focal_gamma, cfg.label_smoothing)
             if sub_logits is not None and y_sub is not None:
@@ -213,7 +224,7 @@ def train_ensemble(features_dir, out_dir, cfg: TrainConfig | None = None, show_p
         "feature_dim": int(train.x.shape[2]), "hidden_dim": cfg.hidden_dim,
         "num_classes": len(CLASS_NAMES), "num_lstm_layers": cfg.num_lstm_layers,
         "num_attention_heads": cfg.num_attention_heads, "dropout": cfg.dropout,
-        "bidirectional": True, "num_subcategories": len(sub_names),
+        "bidirectional": True, "num_subcategories": len(sub_names), "input_norm": cfg.input_norm,
     }
     # Validation subcategories the training split never saw cannot be predicted; that is fine.
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -225,7 +236,8 @@ def train_ensemble(features_dir, out_dir, cfg: TrainConfig | None = None, show_p
             def progress(epoch, row):
                 bar.set_postfix(loss=f"{row['loss']:.3f}", val_acc=f"{row['val_accuracy']:.3f}")
                 bar.update(1)
-            state, epoch, metrics, history = train_member(train, val, model_config, sub_names, cfg, seed, progress)
+            state, epoch, metrics, history = train_member(train, val, model_config, sub_names, cfg, seed,
+                                                          pipeline.backbone_dim, progress)
         model = build_model(model_config)
         model.load_state_dict(state)
         name = f"best_ensemble_model_{i}.pt"
