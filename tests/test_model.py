@@ -51,7 +51,7 @@ def test_default_config_original_checkpoint_loads_strictly(tmp_path):
     assert not first.model.training
     assert first.config == {"feature_dim": 1280, "hidden_dim": 768, "num_classes": 4, "num_lstm_layers": 4,
                             "num_attention_heads": 12, "dropout": 0.4, "bidirectional": True,
-                            "num_subcategories": 0}
+                            "num_subcategories": 0, "input_norm": False}
     assert first.pipeline == ORIGINAL_PIPELINE
     assert first.class_names == CLASS_NAMES
     assert first.subcategory_names is None
@@ -140,3 +140,29 @@ def test_save_checkpoint_round_trip_with_subcategories(tmp_path):
 def test_heads_must_divide_width():
     with pytest.raises(ValueError, match="divisible"):
         SuperEnhancedTemporalModel({**SMALL, "num_attention_heads": 5})
+
+
+def test_input_norm_buffers_travel_with_the_weights(tmp_path):
+    import torch
+
+    from vidclass.model import build_model, save_checkpoint
+
+    config = {"feature_dim": 6, "hidden_dim": 8, "num_lstm_layers": 1, "num_attention_heads": 2,
+              "input_norm": True}
+    model = build_model(config)
+    model.input_mean.copy_(torch.arange(6.0))
+    model.input_std.copy_(torch.full((6,), 2.0))
+    save_checkpoint(tmp_path / "m.pt", model, config, ORIGINAL_PIPELINE, list(CLASS_NAMES))
+    loaded = load_checkpoint(tmp_path / "m.pt", trusted=False)
+    assert loaded.config["input_norm"] is True
+    assert torch.equal(loaded.model.input_mean, torch.arange(6.0))
+    x = torch.randn(2, 5, 6)
+    model.eval()
+    with torch.inference_mode():
+        assert torch.allclose(loaded.model(x), model(x))
+        # Standardising is part of the model: shifting the input by the stored mean changes nothing
+        # compared with a model that has no normalisation but sees pre-standardised input.
+        plain = build_model({**config, "input_norm": False})
+        plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("input_")})
+        plain.eval()
+        assert torch.allclose(plain((x - torch.arange(6.0)) / 2.0), model(x), atol=1e-6)
