@@ -163,6 +163,6 @@ def test_input_norm_buffers_travel_with_the_weights(tmp_path):
         # Standardising is part of the model: shifting the input by the stored mean changes nothing
         # compared with a model that has no normalisation but sees pre-standardised input.
         plain = build_model({**config, "input_norm": False})
-        plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("input_")})
+        plain.load_state_dict({k: v for k, v in model.state_dict().items() if k not in ("input_mean", "input_std")})
         plain.eval()
         assert torch.allclose(plain((x - torch.arange(6.0)) / 2.0), model(x), atol=1e-6)
