@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # Torch on 2 shared cores: passive OpenMP waiting keeps idle threads from spinning.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: run test venv browser clean bench
+.PHONY: run test venv browser clean bench model
 
 venv: $(STAMP)
 
@@ -28,6 +28,14 @@ run: venv
 
 test: venv browser
 	$(VENV)/bin/python -m pytest
+
+# Retrain the shipped model from scratch on a labelled corpus: features (resumable), the
+# ensemble, and its evaluation on the source-disjoint test split.
+CORPUS ?= ../shared/corpus
+model: venv
+	$(VENV)/bin/vidclass extract $(CORPUS) --out features_enhanced --index-dir data/processed/test
+	$(VENV)/bin/vidclass train
+	$(VENV)/bin/vidclass evaluate --out reports
 
 bench: venv
 	$(VENV)/bin/python -m bench.run_all

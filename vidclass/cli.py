@@ -157,15 +157,17 @@ def cmd_extract(args) -> int:
 
 
 def cmd_train(args) -> int:
+    from dataclasses import fields
+
+    from . import paths
     from .train import TrainConfig, train_ensemble
 
-    cfg = TrainConfig(num_models=args.num_models, seed=args.seed, epochs=args.epochs,
-                      hidden_dim=args.hidden_dim, num_lstm_layers=args.layers,
-                      num_attention_heads=args.heads, dropout=args.dropout, lr=args.lr,
-                      batch_size=args.batch_size, patience=args.patience)
+    # Flags left unset keep TrainConfig's defaults: one place holds the recipe.
+    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
+             if getattr(args, f.name, None) is not None}
+    cfg = TrainConfig(**given)
     if args.full_size:
         cfg.hidden_dim, cfg.num_lstm_layers, cfg.num_attention_heads, cfg.dropout = 768, 4, 12, 0.4
-    from . import paths
     manifest = train_ensemble(paths.features_dir(args.features_dir), paths.models_dir(args.models_dir),
                               cfg, show_progress=not args.json)
     if args.json:
@@ -241,16 +243,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train an ensemble on extracted features")
     _add_asset_flags(p)
-    p.add_argument("--num-models", type=int, default=4)
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--epochs", type=int, default=60)
-    p.add_argument("--patience", type=int, default=15)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--hidden-dim", type=int, default=128)
-    p.add_argument("--layers", type=int, default=1)
-    p.add_argument("--heads", type=int, default=4)
-    p.add_argument("--dropout", type=float, default=0.3)
+    p.add_argument("--num-models", type=int, help="ensemble members (default 4)")
+    p.add_argument("--seed", type=int, help="seed of member 1; member i uses seed + i - 1")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--patience", type=int, help="epochs without a better validation accuracy before stopping")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--hidden-dim", type=int)
+    p.add_argument("--layers", dest="num_lstm_layers", type=int)
+    p.add_argument("--heads", dest="num_attention_heads", type=int)
+    p.add_argument("--dropout", type=float)
     p.add_argument("--full-size", action="store_true", help="the original 768-wide 4-layer model (GPU)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_train)
