@@ -140,3 +140,10 @@ def test_classify_real_video_file(tmp_path):
     shutil.copy(FIXTURES / "LICENSES.md", not_a_video)
     with pytest.raises(VideoError):
         clf.classify_file(not_a_video)
+
+
+def test_missing_file_path_is_reported_as_a_missing_file(tmp_path):
+    from vidclass.classify import Classifier
+
+    with pytest.raises(FileNotFoundError, match="no such video file"):
+        Classifier().classify_target(str(tmp_path / "gone.mp4"))

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from vidclass.ensemble import Ensemble
-from vidclass.name_index import TestSet
+from vidclass.name_index import TestSet, UnknownVideo
 from vidclass.pipeline import check_compatible
 
 
@@ -140,7 +140,13 @@ class Classifier:
             return self.classify_url(target, progress=progress, exact=exact)
         if os.path.isfile(target):
             return self.classify_file(target, progress=progress, exact=exact)
-        return self.classify_name(target)
+        try:
+            return self.classify_name(target)
+        except UnknownVideo:
+            # A name with a folder in it was meant as a file: say that, not "unknown test-set video".
+            if os.sep in target or os.path.exists(target):
+                raise FileNotFoundError(f"no such video file: {target}") from None
+            raise
 
     def classify_path_or_name(self, target, progress=None) -> dict:
         return self.classify_target(target, progress=progress)
