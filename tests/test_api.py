@@ -14,15 +14,6 @@ import pytest
 import servicekit as kit
 
 
-@pytest.fixture(scope="module")
-def redis_url():
-    url, proc = kit.shared_redis()
-    yield url
-    if proc is not None:
-        proc.terminate()
-        proc.wait()
-
-
 def _database_urls():
     yield "sqlite"
     yield "postgresql"

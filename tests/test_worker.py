@@ -71,15 +71,6 @@ def _drop_redis_keys(url, prefix):
 
 
 @pytest.fixture(scope="module")
-def redis_url():
-    url, proc = kit.shared_redis()
-    yield url
-    if proc is not None:
-        proc.terminate()
-        proc.wait()
-
-
-@pytest.fixture(scope="module")
 def service(assets, redis_url, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sqlite-service")
     with running_service(assets, tmp, f"sqlite:///{tmp / 'vidclass.db'}", redis_url) as svc:
