@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import csv
-import io
 
 from flask import Blueprint, current_app, jsonify, request
 from sqlalchemy import func, insert, select, update

@@ -8,7 +8,7 @@ from flask import Blueprint, current_app, jsonify, request
 from api.errors import ApiError
 from api.store import fast_call, get_session
 from api.submit import create_job, idempotency_key, job_request, json_body, test_set_names
-from db.models import FINAL, Job
+from db.models import FINAL
 from worker import celery_app as names
 
 bp = Blueprint("compat", __name__, url_prefix="/api")

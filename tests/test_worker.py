@@ -202,7 +202,7 @@ def test_bad_inputs_fail_with_reasons(service):
 
 
 def test_sigkilled_worker_process_loses_no_job(service, assets):
-    c, server, tmp = service["client"], service["server"], service["tmp"]
+    c, server = service["client"], service["server"]
     # Unique bytes (a valid clip plus padding) so no worker has its features cached.
     clip = kit.CLIPS[3].read_bytes() + os.urandom(64)
     (assets["tmp"] / "clips" / "unique.mp4").write_bytes(clip)

