@@ -3,7 +3,6 @@ import json
 import shutil
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 import torch
@@ -15,10 +14,11 @@ from vidclass.model import SuperEnhancedTemporalModel, save_checkpoint
 from vidclass.name_index import UnknownVideo, write_processed_index
 from vidclass.pipeline import Pipeline, PipelineMismatch
 
+from original_layout import MAPPING, write_original_features
+
 torch.set_num_threads(1)
 
 FIXTURES = Path(__file__).parent / "fixtures"
-MAPPING = {name: i for i, name in enumerate(CLASS_NAMES)}
 # Original feature width (1280) so the original pipeline applies; small everywhere else.
 CONFIG = {"feature_dim": 1280, "hidden_dim": 16, "num_lstm_layers": 1, "num_attention_heads": 4,
           "num_classes": 4, "dropout": 0.0, "bidirectional": True}
@@ -48,12 +48,8 @@ def original_assets(tmp_path):
         feats[i, :lengths[i]] = rng.standard_normal((lengths[i], 1280))
     features_dir = tmp_path / "features_enhanced"
     features_dir.mkdir()
-    with h5py.File(features_dir / "test_features_multiscale.h5", "w") as f:
-        f.create_dataset("features", data=feats, compression="gzip")
-        f.create_dataset("labels", data=np.array([MAPPING[e.category] for e in ordered], np.int64))
-        f.create_dataset("num_frames", data=lengths)
-        f.attrs.update({"num_videos": n, "max_frames": t, "feature_dim": 1280,
-                        "category_mapping": json.dumps(MAPPING), "multi_scale": True})
+    write_original_features(features_dir / "test_features_multiscale.h5", feats, lengths,
+                            [MAPPING[e.category] for e in ordered])
     return {"models_dir": models_dir, "features_dir": features_dir, "processed_dir": tmp_path / "processed",
             "models": models, "ordered": ordered, "features": feats, "lengths": lengths}
 

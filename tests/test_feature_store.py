@@ -1,5 +1,4 @@
 """Features files: the original HDF5 layout (read) and ours (write, resume)."""
-import json
 import subprocess
 import sys
 import tracemalloc
@@ -11,7 +10,8 @@ import pytest
 from vidclass.feature_store import FeatureStore, FeatureStoreWriter
 from vidclass.pipeline import ORIGINAL_PIPELINE, Pipeline, PipelineMismatch
 
-MAPPING = {"Animation": 0, "Flat_Content": 1, "Gaming": 2, "Natural_Content": 3}
+from original_layout import MAPPING, write_original_features
+
 
 
 def write_original_h5(path, n=6, t=5, d=8, seed=0):
@@ -22,15 +22,7 @@ def write_original_h5(path, n=6, t=5, d=8, seed=0):
     for i, length in enumerate(lengths):
         feats[i, :length] = rng.standard_normal((length, d)) + i * 10
     labels = (np.arange(n) % 4).astype(np.int64)
-    with h5py.File(path, "w") as f:
-        f.create_dataset("features", data=feats, compression="gzip")
-        f.create_dataset("labels", data=labels)
-        f.create_dataset("num_frames", data=lengths)
-        f.attrs["num_videos"] = n
-        f.attrs["max_frames"] = t
-        f.attrs["feature_dim"] = d
-        f.attrs["category_mapping"] = json.dumps(MAPPING)
-        f.attrs["multi_scale"] = True
+    write_original_features(path, feats, lengths, labels)
     return feats, lengths, labels
 
 

@@ -1,7 +1,5 @@
 """Test-set names -> features rows, for original-layout and vidclass-written files."""
-import json
 
-import h5py
 import numpy as np
 import pytest
 import torch
@@ -11,7 +9,8 @@ from vidclass.name_index import (IndexEntry, TestSet, UnknownVideo, build_name_i
                                  write_processed_index)
 from vidclass.pipeline import Pipeline
 
-MAPPING = {"Animation": 0, "Flat_Content": 1, "Gaming": 2, "Natural_Content": 3}
+from original_layout import MAPPING, write_original_features
+
 
 # Folder contents as the original left them; created below in a scrambled order on purpose.
 FOLDERS = {
@@ -46,12 +45,8 @@ def write_original_test_set(root):
         feats[i, :lengths[i]] = i + 1            # row i is recognisable by its value
     features_dir = root / "features_enhanced"
     features_dir.mkdir()
-    with h5py.File(features_dir / "test_features_multiscale.h5", "w") as f:
-        f.create_dataset("features", data=feats, compression="gzip")
-        f.create_dataset("labels", data=np.array([MAPPING[e.category] for e in entries], np.int64))
-        f.create_dataset("num_frames", data=lengths)
-        f.attrs.update({"num_videos": n, "max_frames": t, "feature_dim": d,
-                        "category_mapping": json.dumps(MAPPING), "multi_scale": True})
+    write_original_features(features_dir / "test_features_multiscale.h5", feats, lengths,
+                            [MAPPING[e.category] for e in entries])
     return features_dir, processed
 
 
