@@ -117,22 +117,20 @@ def _torch_threads() -> int:
     return int(os.environ.get("VIDCLASS_TORCH_THREADS", "0")) or min(2, os.cpu_count() or 1)
 
 
-class _Pooled:
-    """Wraps a torch backbone as module: frames -> extract_features -> global average pool."""
+def _pooled(net, feature_maps):
+    """A module: frames -> feature_maps(net, frames) [B, C, H, W] -> global average pool [B, C].
+    One wrapper for every backbone, so each is exported to ONNX and run the same way."""
+    import torch
 
-    @staticmethod
-    def build(model):
-        import torch
+    class Pooled(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
 
-        class Pooled(torch.nn.Module):
-            def __init__(self, net):
-                super().__init__()
-                self.net = net
+        def forward(self, x):
+            return feature_maps(self.net, x).mean(dim=(2, 3))
 
-            def forward(self, x):
-                return self.net.extract_features(x).mean(dim=(2, 3))
-
-        return Pooled(model).eval()
+    return Pooled().eval()
 
 
 def _build_lite0():
@@ -148,7 +146,7 @@ def _build_lite0():
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    return _Pooled.build(model)
+    return _pooled(model, lambda m, x: m.extract_features(x))
 
 
 def _build_v2s():
@@ -167,16 +165,7 @@ def _build_v2s():
     net = efficientnet_v2_s()
     net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     net.eval()
-
-    class V2S(torch.nn.Module):
-        def __init__(self, n):
-            super().__init__()
-            self.n = n
-
-        def forward(self, x):
-            return self.n.features(x).mean(dim=(2, 3))
-
-    return V2S(net).eval()
+    return _pooled(net, lambda m, x: m.features(x))
 
 
 class Backbone:
