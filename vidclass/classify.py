@@ -77,8 +77,13 @@ class Classifier:
                          b_name=f"models in {ensemble.models_dir}")
         return test_set
 
-    def _result(self, target: str, features, length: int, started: float, timings: dict) -> dict:
+    def classify_features(self, target: str, features, length: int, started: float | None = None,
+                          timings: dict | None = None) -> dict:
+        """The result dict for one video's features [T, D] (its first `length` steps real).
+        Callers that extract features themselves (the worker, with its cache) end here too."""
         t = time.perf_counter()
+        started = t if started is None else started
+        timings = timings or {}
         prediction = self.ensemble.predict(np.asarray(features)[None], [length])
         result = {"target": target, **prediction.result_dict(0)}
         result["elapsed_s"] = round(time.perf_counter() - started, 4)
@@ -95,7 +100,7 @@ class Classifier:
         t = time.perf_counter()
         features, length, label = test_set.store.row(row)
         read_s = time.perf_counter() - t
-        result = self._result(test_set.entries[row].name, features, length, started, {"read_s": read_s})
+        result = self.classify_features(test_set.entries[row].name, features, length, started, {"read_s": read_s})
         names = test_set.store.class_names or list(self.ensemble.class_names)
         result["true_label"] = names[label] if 0 <= label < len(names) else None
         return result
@@ -113,7 +118,7 @@ class Classifier:
         video = self.extractor_for(exact).extract_file(path, progress=progress)
         if progress:
             progress("classify", 0.0)
-        result = self._result(target or str(path), video.features, video.length, started,
+        result = self.classify_features(target or str(path), video.features, video.length, started,
                               dict(video.timings))
         if progress:
             progress("classify", 1.0)

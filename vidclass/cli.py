@@ -63,10 +63,7 @@ def cmd_classify(args) -> int:
 
 
 def cmd_videos(args) -> int:
-    from .name_index import TestSet
-    from . import paths
-
-    by_category = TestSet(paths.features_dir(args.features_dir), paths.processed_dir(args.processed_dir)).names_by_category()
+    by_category = _classifier(args).test_set.names_by_category()
     if args.json:
         print(json.dumps(by_category, indent=1))
         return 0
@@ -78,7 +75,6 @@ def cmd_videos(args) -> int:
 
 
 def cmd_test_accuracy(args) -> int:
-
     report = _classifier(args).test_accuracy()
     if args.json:
         print(json.dumps(report, indent=1))
@@ -97,13 +93,9 @@ def cmd_test_accuracy(args) -> int:
 
 
 def cmd_interactive(args) -> int:
-    from .name_index import TestSet
-    from . import paths
-
     clf = _classifier(args)
     try:
-        names = [n for ns in TestSet(paths.features_dir(args.features_dir),
-                                     paths.processed_dir(args.processed_dir)).names_by_category().values() for n in ns]
+        names = [n for ns in clf.test_set.names_by_category().values() for n in ns]
     except Exception as exc:
         print(f"(no test set: {exc})")
         names = []
@@ -141,9 +133,10 @@ def cmd_extract(args) -> int:
                               test_fraction=args.test_fraction, val_fraction=args.val_fraction,
                               seed=args.seed, show_progress=not args.json)
     if args.index_dir:
+        failed = {f["name"] for f in summary["failures"]}
         write_processed_index(args.index_dir, [
             (c["name"], c["category"], c["subcategory"])
-            for c in summary["clips"]["test"] if not any(f["name"] == c["name"] for f in summary["failures"])])
+            for c in summary["clips"]["test"] if c["name"] not in failed])
     out = {k: summary[k] for k in ("splits", "failures", "pipeline")}
     if args.json:
         print(json.dumps(out, indent=1))

@@ -281,10 +281,8 @@ class JobRun:
             self.timings["features_cached"] = True
         features, length, frames = cached
         self.stage("classifying", 90, force=True)
-        t = time.perf_counter()
-        prediction = classifier.ensemble.predict(features[None], [length])
-        result = {"target": self.job["source"], **prediction.result_dict(0)}
-        self.timings["classify_s"] = round(time.perf_counter() - t, 4)
+        result = classifier.classify_features(self.job["source"], features, length)
+        self.timings["classify_s"] = result["timings"]["classify_s"]
         t = time.perf_counter()
         self.thumbnails = save_thumbnails(self.id, frames)
         self.timings["thumbnails_s"] = round(time.perf_counter() - t, 4)
