@@ -75,3 +75,33 @@ def test_v2s_without_weights_names_what_is_missing(monkeypatch):
     monkeypatch.delenv("VIDCLASS_V2S_WEIGHTS", raising=False)
     with pytest.raises(bb.BackboneError, match="VIDCLASS_V2S_WEIGHTS"):
         bb.load_backbone(Pipeline(backbone="efficientnet-v2-s"), "torch")
+
+
+def test_stage_statistics_backbone(tmp_path_factory, monkeypatch, frames):
+    import torch
+
+    pipeline = bb.default_pipeline(backbone=bb.LITE0_STAGES)
+    assert pipeline.backbone_dim == 1536 and pipeline.weights_sha256 == bb.weights_sha256()
+    reference = bb.load_backbone(pipeline, "torch", batch_size=4)
+    out = reference.extract(frames)
+    assert out.shape == (len(frames), 1536) and np.isfinite(out).all()
+
+    # Each stage's block: channel means then channel stds of that stage's last block output.
+    net = reference.module.net
+    seen = {}
+    hooks = [net._blocks[i].register_forward_hook(lambda m, a, o, i=i: seen.__setitem__(i, o))
+             for i in bb.LITE0_STAGE_ENDS]
+    with torch.inference_mode():
+        net.extract_features(torch.from_numpy(bb.preprocess(frames, 224, pipeline.mean, pipeline.std)))
+    for h in hooks:
+        h.remove()
+    expected = np.concatenate([np.concatenate([seen[i].mean(dim=(2, 3)).numpy(), seen[i].std(dim=(2, 3)).numpy()], 1)
+                               for i in bb.LITE0_STAGE_ENDS], 1)
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
+    # Different pictures, different statistics.
+    assert np.abs(out[0] - out[-1]).max() > 0.1
+
+    monkeypatch.setenv("VIDCLASS_CACHE_DIR", str(tmp_path_factory.mktemp("onnx-stages")))
+    onnx = bb.load_backbone(pipeline, "onnx", batch_size=4)
+    assert onnx.path.name.startswith("efficientnet-lite0-stages-")
+    np.testing.assert_allclose(onnx.extract(frames), out, rtol=1e-3, atol=1e-4)

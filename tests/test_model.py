@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from vidclass import CLASS_NAMES
-from vidclass.model import (CheckpointError, SuperEnhancedTemporalModel, load_checkpoint,
-                            save_checkpoint)
+from vidclass.model import (CheckpointError, PooledLinearModel, SuperEnhancedTemporalModel,
+                            build_model, load_checkpoint, save_checkpoint)
 from vidclass.pipeline import ORIGINAL_PIPELINE, Pipeline
 
 torch.set_num_threads(1)
@@ -49,7 +49,7 @@ def test_default_config_original_checkpoint_loads_strictly(tmp_path):
     first = load_checkpoint(path)
     second = load_checkpoint(path)
     assert not first.model.training
-    assert first.config == {"feature_dim": 1280, "hidden_dim": 768, "num_classes": 4, "num_lstm_layers": 4,
+    assert first.config == {"arch": "temporal", "feature_dim": 1280, "hidden_dim": 768, "num_classes": 4, "num_lstm_layers": 4,
                             "num_attention_heads": 12, "dropout": 0.4, "bidirectional": True,
                             "num_subcategories": 0, "input_norm": False}
     assert first.pipeline == ORIGINAL_PIPELINE
@@ -166,3 +166,37 @@ def test_input_norm_buffers_travel_with_the_weights(tmp_path):
         plain.load_state_dict({k: v for k, v in model.state_dict().items() if k not in ("input_mean", "input_std")})
         plain.eval()
         assert torch.allclose(plain((x - torch.arange(6.0)) / 2.0), model(x), atol=1e-6)
+
+
+def test_pooled_model_round_trip_and_padding(tmp_path):
+    torch.manual_seed(0)
+    config = {"arch": "pooled", "feature_dim": 6, "num_subcategories": 3, "input_norm": True, "dropout": 0.5}
+    model = build_model(config).eval()
+    assert isinstance(model, PooledLinearModel)
+    model.input_mean.copy_(torch.linspace(-1, 1, 6))
+    model.input_std.copy_(torch.linspace(0.5, 2, 6))
+    x = torch.randn(2, 5, 6)
+    lengths = torch.tensor([5, 2])
+    padded = x.clone()
+    padded[1, 2:] = 1e3                   # whatever sits in the padding must not matter
+    logits = _outputs(model, x, lengths)
+    assert torch.allclose(logits, _outputs(model, padded, lengths))
+    # The model is linear in the mean of the standardised valid steps.
+    mean1 = ((x[1, :2] - model.input_mean) / model.input_std).mean(0)
+    assert torch.allclose(logits[1], model.classifier(mean1), atol=1e-5)
+
+    path = tmp_path / "pooled.pt"
+    save_checkpoint(path, model, model.config, Pipeline(backbone_dim=6), list(CLASS_NAMES),
+                    subcategory_names=["Animation/a", "Gaming/b", "Gaming/c"])
+    loaded = load_checkpoint(path, trusted=False)
+    assert isinstance(loaded.model, PooledLinearModel)
+    assert loaded.config["arch"] == "pooled" and loaded.config["num_subcategories"] == 3
+    assert torch.allclose(_outputs(loaded.model, x, lengths), logits)
+    # A bare state dict (no config) is recognised as pooled by its weights.
+    torch.save(build_model({"arch": "pooled", "feature_dim": 6}).state_dict(), tmp_path / "bare.pt")
+    assert load_checkpoint(tmp_path / "bare.pt").config["arch"] == "pooled"
+
+
+def test_unknown_arch_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown model arch 'transformer'"):
+        build_model({"arch": "transformer"})

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from vidclass import CLASS_NAMES
-from vidclass.backbone import default_pipeline
+from vidclass.backbone import LITE0_STAGES, default_pipeline
 from vidclass.dataset import extract_dataset
 from vidclass.ensemble import Ensemble
 from vidclass.evaluate import evaluate, tta_views
@@ -23,16 +23,17 @@ def fixture_features(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("train")
     root = labelled_folder(tmp / "data", FIXTURE_LABELS)
     out = tmp / "features"
-    extract_dataset(root, out, default_pipeline(extras=("content_stats_v1",)),
+    extract_dataset(root, out, default_pipeline(extras=("content_stats_v1",), backbone=LITE0_STAGES),
                     test_fraction=0, val_fraction=0, show_progress=False)
     # One clip per class: validation on the training clips checks the machinery, not generalisation.
     shutil.copy(out / "train_features_multiscale.h5", out / "val_features_multiscale.h5")
     return out
 
 
-def test_train_ensemble_writes_loadable_members_and_manifest(fixture_features, tmp_path):
+@pytest.mark.parametrize("arch", ["pooled", "temporal"])
+def test_train_ensemble_writes_loadable_members_and_manifest(fixture_features, tmp_path, arch):
     cfg = TrainConfig(num_models=2, epochs=25, patience=25, hidden_dim=32, num_attention_heads=2,
-                      batch_size=4, threads=1)
+                      batch_size=4, threads=1, arch=arch)
     manifest = train_ensemble(fixture_features, tmp_path, cfg, show_progress=False)
 
     assert manifest["members"] == ["best_ensemble_model_1.pt", "best_ensemble_model_2.pt"]
@@ -42,7 +43,8 @@ def test_train_ensemble_writes_loadable_members_and_manifest(fixture_features, t
     assert on_disk["training_data"]["sha256"] == manifest["training_data"]["sha256"]
 
     member = load_checkpoint(tmp_path / "best_ensemble_model_1.pt", trusted=False)
-    assert member.config["hidden_dim"] == 32
+    assert member.config["hidden_dim"] == 32 and member.config["arch"] == arch
+    assert member.pipeline.backbone == LITE0_STAGES
     assert member.pipeline.extras == ("content_stats_v1",)
     assert member.subcategory_names == manifest["subcategories"]
 

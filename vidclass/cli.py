@@ -121,12 +121,13 @@ def cmd_interactive(args) -> int:
 
 
 def cmd_extract(args) -> int:
-    from .backbone import default_pipeline
+    from .backbone import LITE0, LITE0_STAGES, default_pipeline
     from .dataset import extract_dataset
     from .name_index import write_processed_index
 
     extras = () if args.pipeline == "original" else ("content_stats_v1",)
-    pipeline = default_pipeline(extras=extras)
+    backbone = LITE0_STAGES if args.pipeline == "enhanced" else LITE0
+    pipeline = default_pipeline(extras=extras, backbone=backbone)
     if args.no_multiscale:
         pipeline = pipeline.with_(scales=())
     summary = extract_dataset(args.data_dir, args.out, pipeline, manifest=args.manifest,
@@ -159,7 +160,8 @@ def cmd_train(args) -> int:
              if getattr(args, f.name, None) is not None}
     cfg = TrainConfig(**given)
     if args.full_size:
-        cfg.hidden_dim, cfg.num_lstm_layers, cfg.num_attention_heads, cfg.dropout = 768, 4, 12, 0.4
+        cfg.arch, cfg.hidden_dim, cfg.num_lstm_layers, cfg.num_attention_heads, cfg.dropout = \
+            "temporal", 768, 4, 12, 0.4
     manifest = train_ensemble(paths.features_dir(args.features_dir), paths.models_dir(args.models_dir),
                               cfg, show_progress=not args.json)
     if args.json:
@@ -223,8 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data_dir", help="folder of {Category}/{subcategory}/* videos (MANIFEST.tsv optional)")
     p.add_argument("--out", default="features_enhanced", help="output folder")
     p.add_argument("--manifest", help="MANIFEST.tsv with groups (default DATA_DIR/MANIFEST.tsv)")
-    p.add_argument("--pipeline", choices=("enhanced", "original"), default="enhanced",
-                   help="enhanced: Lite0 + content statistics; original: Lite0 1280-d only")
+    p.add_argument("--pipeline", choices=("enhanced", "enhanced-pooled", "original"), default="enhanced",
+                   help="enhanced: Lite0 stage statistics + content statistics (the shipped model's); "
+                        "enhanced-pooled: pooled Lite0 1280-d + content statistics; "
+                        "original: pooled Lite0 1280-d only")
     p.add_argument("--no-multiscale", action="store_true", help="turn the temporal multi-scale averaging off")
     p.add_argument("--index-dir", help="also write the test split's name index (processed_data.pt) here")
     p.add_argument("--seed", type=int, default=0, help="seed of the source-disjoint split")
@@ -239,8 +243,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="seed of member 1; member i uses seed + i - 1")
     p.add_argument("--epochs", type=int)
     p.add_argument("--patience", type=int, help="epochs without a better validation accuracy before stopping")
+    p.add_argument("--min-epochs", type=int, help="epochs before early stopping may pick a checkpoint")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
+    p.add_argument("--arch", choices=("pooled", "temporal"),
+                   help="pooled: linear model of the average frame (default); temporal: the original "
+                        "BiLSTM + attention model (sized by --hidden-dim/--layers/--heads/--full-size)")
     p.add_argument("--hidden-dim", type=int)
     p.add_argument("--layers", dest="num_lstm_layers", type=int)
     p.add_argument("--heads", dest="num_attention_heads", type=int)

@@ -24,6 +24,9 @@ from vidclass.pipeline import ORIGINAL_PIPELINE, Pipeline
 log = logging.getLogger(__name__)
 
 DEFAULT_CONFIG = {
+    # ours: "temporal" is the original BiLSTM + attention model (SuperEnhancedTemporalModel);
+    # "pooled" is PooledLinearModel. Files without the key are original, hence temporal.
+    "arch": "temporal",
     "feature_dim": 1280,
     "hidden_dim": 768,
     "num_classes": 4,
@@ -62,7 +65,7 @@ class SuperEnhancedTemporalModel(nn.Module):
 
     def __init__(self, config: dict | None = None, **overrides):
         super().__init__()
-        cfg = normalize_config({**(config or {}), **overrides})
+        cfg = normalize_config({**(config or {}), **overrides, "arch": "temporal"})
         self.config = cfg
         d, h = cfg["feature_dim"], cfg["hidden_dim"]
         p = cfg["dropout"]
@@ -133,13 +136,66 @@ class SuperEnhancedTemporalModel(nn.Module):
         return self.forward_all(x, lengths)[0]
 
 
-def build_model(config: dict | None = None) -> SuperEnhancedTemporalModel:
-    return SuperEnhancedTemporalModel(config)
+class PooledLinearModel(nn.Module):
+    """Standardise -> masked mean over time -> dropout -> linear class (and subcategory) heads.
+
+    A linear model of the clip's average frame. On the corpus's ~45 training sources it
+    generalises to unseen sources better than the BiLSTM, which has the capacity to learn each
+    training source's look (BENCHMARKS.md, "Feature study"). Same inputs, outputs and checkpoint
+    format as SuperEnhancedTemporalModel; hidden_dim, layers and heads are unused.
+    """
+
+    def __init__(self, config: dict | None = None, **overrides):
+        super().__init__()
+        cfg = normalize_config({**(config or {}), **overrides, "arch": "pooled"})
+        self.config = cfg
+        d = cfg["feature_dim"]
+        if cfg["input_norm"]:
+            self.register_buffer("input_mean", torch.zeros(d))
+            self.register_buffer("input_std", torch.ones(d))
+        self.dropout = nn.Dropout(cfg["dropout"])
+        self.classifier = nn.Linear(d, cfg["num_classes"])
+        self.subcategory_head = nn.Linear(d, cfg["num_subcategories"]) if cfg["num_subcategories"] > 0 else None
+
+    @property
+    def has_subcategories(self) -> bool:
+        return self.subcategory_head is not None
+
+    def _pooled(self, x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+        batch, steps, _ = x.shape
+        if lengths is None:
+            lengths = torch.full((batch,), steps, dtype=torch.long)
+        lengths = torch.as_tensor(lengths).to(x.device, torch.long).clamp(1, steps)
+        valid = (torch.arange(steps, device=x.device)[None, :] < lengths[:, None]).to(x.dtype)
+        if self.config["input_norm"]:
+            x = (x - self.input_mean) / self.input_std
+        pooled = (x * valid.unsqueeze(-1)).sum(1) / lengths.unsqueeze(-1).to(x.dtype)
+        return self.dropout(pooled)
+
+    def forward_all(self, x: torch.Tensor, lengths: torch.Tensor | None = None):
+        """(class logits [B, C], subcategory logits [B, S] or None)."""
+        pooled = self._pooled(x, lengths)
+        sub = self.subcategory_head(pooled) if self.subcategory_head is not None else None
+        return self.classifier(pooled), sub
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        return self.forward_all(x, lengths)[0]
+
+
+ARCHITECTURES = {"temporal": SuperEnhancedTemporalModel, "pooled": PooledLinearModel}
+
+
+def build_model(config: dict | None = None) -> nn.Module:
+    """The model a config describes (its "arch", default the original temporal model)."""
+    cfg = normalize_config(config)
+    if cfg["arch"] not in ARCHITECTURES:
+        raise ValueError(f"unknown model arch {cfg['arch']!r}; known: {', '.join(ARCHITECTURES)}")
+    return ARCHITECTURES[cfg["arch"]](cfg)
 
 
 @dataclass
 class LoadedModel:
-    model: SuperEnhancedTemporalModel
+    model: nn.Module
     config: dict
     pipeline: Pipeline
     class_names: tuple[str, ...]
@@ -177,6 +233,11 @@ def to_plain(value, keep_tensors: bool = False):
 def _infer_from_state(state: dict) -> dict:
     """Config values readable from weight shapes, for checkpoints whose config lacks them."""
     inferred = {}
+    if "classifier.weight" in state:          # PooledLinearModel: one linear layer
+        w = state["classifier.weight"]
+        inferred.update(arch="pooled", num_classes=int(w.shape[0]), feature_dim=int(w.shape[1]))
+    elif "lstm.weight_ih_l0" in state:
+        inferred["arch"] = "temporal"
     w = state.get("input_projection.0.weight")
     if w is not None:
         inferred["hidden_dim"], inferred["feature_dim"] = int(w.shape[0]), int(w.shape[1])
@@ -233,10 +294,10 @@ def load_checkpoint(path: str | os.PathLike, trusted: bool = True,
     config = normalize_config({**raw_config, **_infer_from_state(state)})
 
     try:
-        model = SuperEnhancedTemporalModel(config)
+        model = build_model(config)
         model.load_state_dict(state, strict=True)
     except (RuntimeError, ValueError) as exc:
-        raise CheckpointError(f"{path} does not fit SuperEnhancedTemporalModel({config}): {exc}") from exc
+        raise CheckpointError(f"{path} does not fit {config['arch']} model {config}: {exc}") from exc
     model.to(device).eval()
 
     class_names = tuple(ckpt.get("class_names") or CLASS_NAMES)

@@ -33,6 +33,13 @@ class TrainConfig:
     seed: int = 42
     epochs: int = 60
     patience: int = 15
+    # Epochs before early stopping may pick a checkpoint (one warm-restart cycle): with ~26
+    # validation clips, an epoch-1 model that happens to score well would otherwise win.
+    min_epochs: int = 10
+    # After early stopping picks a member's epoch on the validation split, train it again from
+    # scratch (same seed) on train + validation for that many epochs, so the validation sources
+    # also teach the shipped model: with ~45 training sources, each added source counts.
+    refit: bool = True
     batch_size: int = 16
     lr: float = 1e-3
     weight_decay: float = 5e-2
@@ -46,7 +53,10 @@ class TrainConfig:
     # must also learn from the content statistics, which generalise better to unseen sources.
     backbone_dropout: float = 0.0
     input_norm: bool = True
-    # Architecture. The original full size is hidden 768, 4 layers, 12 heads (GPU users).
+    # "pooled" (PooledLinearModel, the shipped default: it generalises best to unseen sources on
+    # the corpus) or "temporal" (the original BiLSTM + attention model, sized below).
+    arch: str = "pooled"
+    # Temporal architecture size. The original full size is hidden 768, 4 layers, 12 heads (GPU users).
     # The small default fits the ~200-clip corpus (larger sizes overfit it) and keeps four members
     # far below 40 MB together.
     hidden_dim: int = 32
@@ -131,9 +141,13 @@ def predict_probs(model, x: np.ndarray, lengths: np.ndarray, batch_size: int = 3
     return np.concatenate(probs), (np.concatenate(sub_probs) if sub_probs else None)
 
 
-def train_member(train: SplitData, val: SplitData, model_config: dict, sub_names: list[str],
-                 cfg: TrainConfig, seed: int, backbone_dim: int | None = None, progress=None):
-    """Train one member; returns (best state_dict, best epoch, validation metrics, history)."""
+def train_member(train: SplitData, val: SplitData | None, model_config: dict, sub_names: list[str],
+                 cfg: TrainConfig, seed: int, backbone_dim: int | None = None, progress=None,
+                 fixed_epochs: int | None = None):
+    """Train one member; returns (best state_dict, best epoch, validation metrics, history).
+
+    With `fixed_epochs` (and no validation split) it trains exactly that many epochs and returns
+    the final weights: the refit on train + validation."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model = build_model(model_config)
@@ -160,7 +174,7 @@ def train_member(train: SplitData, val: SplitData, model_config: dict, sub_names
 
     best = {"val_accuracy": -1.0}
     best_state, best_epoch, history, stale = None, 0, [], 0
-    for epoch in range(1, cfg.epochs + 1):
+    for epoch in range(1, (fixed_epochs or cfg.epochs) + 1):
         model.train()
         order = torch.multinomial(sample_weights, len(y), replacement=True, generator=gen)
         total_loss = 0.0
@@ -179,12 +193,19 @@ def train_member(train: SplitData, val: SplitData, model_config: dict, sub_names
             opt.step()
             sched.step()
             total_loss += float(loss.detach()) * len(idx)
+        if fixed_epochs:
+            history.append({"epoch": epoch, "loss": total_loss / len(order)})
+            if progress:
+                progress(epoch, history[-1])
+            continue
         probs, _ = predict_probs(model, val.x, val.lengths)
         report = classification_report(val.labels, probs.argmax(1), CLASS_NAMES[:num_classes])
         history.append({"epoch": epoch, "loss": total_loss / len(order),
                         "val_accuracy": report["accuracy"], "val_weighted_f1": report["weighted_f1"]})
         if progress:
             progress(epoch, history[-1])
+        if epoch < min(cfg.min_epochs, cfg.epochs):
+            continue
         # Ties go to the later epoch: it has seen more augmented data at the same accuracy.
         if report["accuracy"] >= best["val_accuracy"]:
             best = {"val_accuracy": report["accuracy"], "val_weighted_f1": report["weighted_f1"],
@@ -195,7 +216,19 @@ def train_member(train: SplitData, val: SplitData, model_config: dict, sub_names
             stale += 1
             if stale >= cfg.patience:
                 break
+    if fixed_epochs:
+        return {k: v.detach().clone() for k, v in model.state_dict().items()}, fixed_epochs, {}, history
     return best_state, best_epoch, best, history
+
+
+def joined(a: SplitData, b: SplitData) -> SplitData:
+    """Two splits as one training set (features padded to the longer time axis)."""
+    t = max(a.x.shape[1], b.x.shape[1])
+    pad = lambda x: np.pad(x, ((0, 0), (0, t - x.shape[1]), (0, 0)))   # noqa: E731
+    return SplitData(x=np.concatenate([pad(a.x), pad(b.x)]), lengths=np.concatenate([a.lengths, b.lengths]),
+                     labels=np.concatenate([a.labels, b.labels]),
+                     subcategories=a.subcategories + b.subcategories, names=a.names + b.names,
+                     groups=a.groups + b.groups)
 
 
 def data_digest(*paths) -> str:
@@ -221,9 +254,10 @@ def train_ensemble(features_dir, out_dir, cfg: TrainConfig | None = None, show_p
     val, val_pipeline = load_split(val_path)
     check_compatible(val_pipeline, pipeline, str(val_path), str(train_path))
 
-    sub_names = sorted(set(train.subcategories)) if train.subcategories else []
+    sub_names = sorted(set(train.subcategories) | (set(val.subcategories) if cfg.refit else set())) \
+        if train.subcategories else []
     model_config = {
-        "feature_dim": int(train.x.shape[2]), "hidden_dim": cfg.hidden_dim,
+        "arch": cfg.arch, "feature_dim": int(train.x.shape[2]), "hidden_dim": cfg.hidden_dim,
         "num_classes": len(CLASS_NAMES), "num_lstm_layers": cfg.num_lstm_layers,
         "num_attention_heads": cfg.num_attention_heads, "dropout": cfg.dropout,
         "bidirectional": True, "num_subcategories": len(sub_names), "input_norm": cfg.input_norm,
@@ -240,13 +274,20 @@ def train_ensemble(features_dir, out_dir, cfg: TrainConfig | None = None, show_p
                 bar.update(1)
             state, epoch, metrics, history = train_member(train, val, model_config, sub_names, cfg, seed,
                                                           pipeline.backbone_dim, progress)
+        if cfg.refit:
+            with tqdm(total=epoch, desc=f"refit {i}/{cfg.num_models}", unit="epoch",
+                      disable=not show_progress) as bar:
+                state, _, _, refit_history = train_member(
+                    joined(train, val), None, model_config, sub_names, cfg, seed,
+                    pipeline.backbone_dim, lambda epoch, row: bar.update(1), fixed_epochs=epoch)
+            history = {"selection": history, "refit": refit_history}
         model = build_model(model_config)
         model.load_state_dict(state)
         name = f"best_ensemble_model_{i}.pt"
         save_checkpoint(out_dir / name, model, model_config, pipeline, list(CLASS_NAMES),
                         subcategory_names=sub_names or None, metrics=metrics, epoch=epoch,
                         history=history, seed=seed, train_config=asdict(cfg))
-        members.append({"file": name, "seed": seed, "epoch": epoch, **metrics})
+        members.append({"file": name, "seed": seed, "epoch": epoch, "refit": cfg.refit, **metrics})
         log.info("member %d: epoch %d, val accuracy %.3f", i, epoch, metrics["val_accuracy"])
 
     manifest = {
