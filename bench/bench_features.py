@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vidclass.backbone import default_pipeline, load_backbone
+from vidclass.backbone import LITE0, LITE0_STAGES, default_pipeline, load_backbone
 from vidclass.content_stats import GROUP_NAME, compute_content_stats
 from vidclass.frames import sample_frames
 
@@ -52,14 +52,15 @@ def main(argv=None) -> None:
     ap.add_argument("--runtimes", default="torch,onnx")
     args = ap.parse_args(argv)
     frames, nexts = _frames(args.frames)
-    pipeline = default_pipeline()
     print(f"{len(frames)} frames {frames.shape[1]}x{frames.shape[2]}, cpus={os.cpu_count()}, "
           f"load: {os.getloadavg()[0]:.2f}")
-    for runtime in args.runtimes.split(","):
-        for bs in [int(b) for b in args.batches.split(",")]:
-            bb = load_backbone(pipeline, runtime, batch_size=bs)
-            fps = _rate(lambda: bb.extract(frames), len(frames))
-            print(f"{runtime:5s} batch {bs:2d}: {fps:6.1f} frames/s")
+    for backbone in (LITE0, LITE0_STAGES):
+        pipeline = default_pipeline(backbone=backbone)
+        for runtime in args.runtimes.split(","):
+            for bs in [int(b) for b in args.batches.split(",")]:
+                bb = load_backbone(pipeline, runtime, batch_size=bs)
+                fps = _rate(lambda: bb.extract(frames), len(frames))
+                print(f"{backbone} {runtime:5s} batch {bs:2d}: {fps:6.1f} frames/s")
     fps = _rate(lambda: compute_content_stats(frames, nexts), len(frames))
     print(f"content_stats_v1: {fps:6.1f} frames/s ({1000 / fps:.1f} ms/frame)")
 
@@ -67,14 +68,14 @@ def main(argv=None) -> None:
     from vidclass.features import FeatureExtractor
     long_file = OUTPUT / "long_1280x720_10min.mp4"
     files = [FIXTURES / "gaming_supertux_4.mp4"] + ([long_file] if long_file.is_file() else [])
-    for extras in ((), (GROUP_NAME,)):
-        fx = FeatureExtractor(default_pipeline(extras=extras))
+    for backbone, extras in ((LITE0, ()), (LITE0, (GROUP_NAME,)), (LITE0_STAGES, (GROUP_NAME,))):
+        fx = FeatureExtractor(default_pipeline(extras=extras, backbone=backbone))
         for path in files:
             fx.extract_file(path)
             t = time.perf_counter()
             res = fx.extract_file(path)
             total = time.perf_counter() - t
-            print(f"extract_file {path.name} [{fx.runtime}{'+' + extras[0] if extras else ''}]: "
+            print(f"extract_file {path.name} [{backbone} {fx.runtime}{'+' + extras[0] if extras else ''}]: "
                   f"{total:.2f} s (sample {res.timings['sample_s']:.2f} s, "
                   f"features {res.timings['features_s']:.2f} s) -> {res.features.shape}")
     print(f"load after: {os.getloadavg()[0]:.2f}")

@@ -244,6 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int)
     p.add_argument("--patience", type=int, help="epochs without a better validation accuracy before stopping")
     p.add_argument("--min-epochs", type=int, help="epochs before early stopping may pick a checkpoint")
+    p.add_argument("--no-refit", dest="refit", action="store_false", default=None,
+                   help="keep each member as early stopping picked it instead of retraining it "
+                        "on train + validation for that many epochs")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--arch", choices=("pooled", "temporal"),
