@@ -1,6 +1,6 @@
-"""The temporal classifier and its checkpoint format.
+"""The classifiers (the original temporal model and our pooled linear one) and their checkpoint format.
 
-Module names and shapes follow the original research project exactly (see the shared design
+SuperEnhancedTemporalModel's module names and shapes follow the original research project exactly (see the shared design
 note seed-compat.md), so its `best_ensemble_model_N.pt` files load with strict=True. Our own
 checkpoints use the same dict format and add `pipeline`, `class_names` and `subcategory_names`.
 """
