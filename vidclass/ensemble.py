@@ -189,7 +189,8 @@ class Ensemble:
         return {
             "models_dir": str(self.models_dir) if self.models_dir else None,
             "members": [{"file": m.path.name if m.path else None, "sha256": m.sha256,
-                         "epoch": m.epoch, "metrics": m.metrics} for m in self.members],
+                         "arch": m.config["arch"], "epoch": m.epoch, "metrics": m.metrics}
+                        for m in self.members],
             "class_names": list(self.class_names),
             "subcategory_names": self.subcategory_names,
             "pipeline": self.pipeline.to_dict(),
