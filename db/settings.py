@@ -13,6 +13,15 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 INSTANCE_DIR = REPO_ROOT / "instance"
 
 
+def _flag(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str
@@ -43,6 +52,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MAX_ATTEMPTS", 3, int, "A job delivered more often than this fails with code too_many_attempts."),
     Setting("DOWNLOAD_TIMEOUT_S", 30, int, "Socket timeout of downloads."),
     Setting("DOWNLOAD_RETRIES", 3, int, "Retries (exponential backoff) of transient download errors."),
+    Setting("BLOCK_PRIVATE_URLS", False, _flag,
+            "1: workers refuse job and callback URLs whose host resolves to a loopback, private, "
+            "link-local or otherwise non-public address (every redirect hop of a direct download "
+            "is checked; media URLs that yt-dlp finds inside a page are not). Turn on where users "
+            "must not reach your internal network through the service."),
     Setting("CALLBACK_SECRET", "", str,
             "HMAC-SHA256 key signing callback bodies (header X-Vidclass-Signature: sha256=<hex>)."),
     Setting("CALLBACK_RETRIES", 5, int, "Retries (exponential backoff) of a failed callback POST."),
@@ -71,7 +85,8 @@ def get(name: str):
     try:
         return setting.type(raw)
     except ValueError as exc:
-        raise ValueError(f"environment variable {name}={raw!r} is not a valid {setting.type.__name__}") from exc
+        kind = "flag (1/0, true/false)" if setting.type is _flag else setting.type.__name__
+        raise ValueError(f"environment variable {name}={raw!r} is not a valid {kind}") from exc
 
 
 def load() -> dict:

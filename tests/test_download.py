@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from vidclass.download import DownloadError, fetch
+from vidclass.download import DownloadError, check_public_url, fetch
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CLIP = FIXTURES / "gaming_supertux_4.mp4"
@@ -40,6 +40,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._send(503, b"down", "text/plain")
         elif path == "/notes.txt":
             self._send(200, b"just text\n", "text/plain; charset=utf-8")
+        elif path == "/redirect":       # a relative redirect to the clip
+            self.send_response(302)
+            self.send_header("Location", "/clip.mp4")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif path == "/loop":
+            self.send_response(301)
+            self.send_header("Location", "/loop")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
         elif path == "/page.html":
             self._send(200, b"<html><body><p>no video here</p></body></html>", "text/html")
         else:
@@ -99,3 +109,36 @@ def test_a_page_without_video_goes_through_yt_dlp_and_fails_clearly(server, tmp_
     with pytest.raises(DownloadError) as err:
         fetch(f"{server}/page.html", tmp_path, retries=0)
     assert err.value.permanent and err.value.code == "unsupported_url"
+
+
+def test_redirects_are_followed_and_loops_refused(server, tmp_path):
+    path = fetch(f"{server}/redirect", tmp_path / "a", retries=0)
+    assert path.read_bytes() == CLIP.read_bytes() and path.suffix == ".mp4"
+    with pytest.raises(DownloadError, match="more than 5 redirects") as err:
+        fetch(f"{server}/loop", tmp_path / "b", retries=0)
+    assert err.value.code == "bad_url"
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1/x.mp4", "http://localhost:8080/x.mp4",
+                                 "http://10.1.2.3/x.mp4", "http://192.168.0.10/x.mp4",
+                                 "http://169.254.169.254/latest/meta-data/", "http://[::1]/x.mp4",
+                                 "http://0.0.0.0/x.mp4", "https://[fd00::1]/x.mp4"])
+def test_non_public_addresses_are_blocked(url):
+    with pytest.raises(DownloadError, match="non-public address") as err:
+        check_public_url(url)
+    assert err.value.code == "blocked_url" and err.value.permanent
+
+
+def test_public_address_passes_the_check():
+    check_public_url("http://93.184.215.14/video.mp4")      # an IP literal: no DNS needed
+    check_public_url("https://[2606:4700::6810:84e5]/v.mp4")
+
+
+def test_block_private_refuses_before_any_request(server, tmp_path):
+    before = dict(_Handler.hits)
+    with pytest.raises(DownloadError) as err:
+        fetch(f"{server}/clip.mp4", tmp_path, retries=0, block_private=True)
+    assert err.value.code == "blocked_url"
+    assert _Handler.hits == before              # the server never saw the request
+    # Off (the default), the same URL downloads.
+    assert fetch(f"{server}/clip.mp4", tmp_path, retries=0).stat().st_size == CLIP.stat().st_size

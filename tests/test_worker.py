@@ -40,9 +40,9 @@ def assets(tmp_path_factory):
 
 @contextmanager
 def running_service(assets, tmp: Path, database_url: str, redis_url: str, concurrency: int = 2,
-                    models_dir: Path | None = None):
+                    models_dir: Path | None = None, **extra_env):
     env = kit.service_env(tmp, redis_url, database_url, models_dir or assets["tmp"] / "models",
-                          assets["tmp"] / "features", CALLBACK_SECRET=SECRET)
+                          assets["tmp"] / "features", CALLBACK_SECRET=SECRET, **extra_env)
     server = kit.ClipServer(assets["tmp"] / "clips")
     workers = None
     with kit.environ(env):
@@ -297,6 +297,20 @@ def test_cancel_stops_a_running_job(service, assets):
         job = c.get(f"/api/jobs/{job_id}").get_json()
         assert job["status"] == "cancelled" and job["label"] is None, job
         time.sleep(1)
+
+
+def test_block_private_urls_fails_internal_urls_with_a_reason(assets, redis_url, tmp_path):
+    with running_service(assets, tmp_path, f"sqlite:///{tmp_path / 'blocked.db'}", redis_url,
+                         concurrency=1, BLOCK_PRIVATE_URLS="1") as svc:
+        c, server = svc["client"], svc["server"]
+        # Nothing listens on port 9: unblocked, the callback would be retried, not failed at once.
+        job_id = c.post("/api/jobs", json={"url": server.url(kit.CLIPS[0].name),
+                                           "callback_url": "http://127.0.0.1:9/hook"}).get_json()["id"]
+        job = wait_job(c, job_id)
+        assert job["status"] == "failed" and job["error"]["code"] == "blocked_url", job
+        assert "non-public address 127.0.0.1" in job["error"]["message"]
+        kit.wait_for(lambda: c.get(f"/api/jobs/{job_id}").get_json()["callback_status"] == "failed",
+                     30, what="the callback to an internal address to be refused")
 
 
 MODELS = kit.REPO / "models_enhanced"

@@ -6,15 +6,18 @@ with a stable `code` so a job fails with a reason a user can act on.
 """
 from __future__ import annotations
 
+import ipaddress
+import socket
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import requests
 
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".webm", ".mkv", ".mov", ".avi", ".mpg", ".mpeg", ".flv",
                     ".ts", ".3gp", ".ogv", ".wmv")
 CHUNK = 1 << 16
+MAX_REDIRECTS = 5
 # Untyped downloads are tried as video files (decoding decides); pages go to yt-dlp.
 _BINARY = ("application/octet-stream", "binary/octet-stream", "application/mp4")
 _PAGES = ("text/html", "application/xhtml+xml", "application/x-mpegurl", "application/vnd.apple.mpegurl",
@@ -30,11 +33,34 @@ class DownloadError(Exception):
         self.permanent = permanent
 
 
+def check_public_url(url: str) -> None:
+    """Raise DownloadError("blocked_url") unless every address the URL's host resolves to is a
+    public one. (A host that changes its answer between this check and the connection is not
+    caught: this keeps honest users' URLs off the internal network, it is not a firewall.)"""
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https"):
+        raise DownloadError(f"unsupported URL scheme {parts.scheme!r}: only http and https", "bad_url")
+    host = parts.hostname
+    if not host:
+        raise DownloadError(f"bad URL {url}: no host", "bad_url")
+    try:
+        infos = socket.getaddrinfo(host, parts.port or 443, proto=socket.IPPROTO_TCP)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise DownloadError(f"could not resolve {host}: {exc}", "network_error", permanent=False) from exc
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0].split("%")[0])
+        if not address.is_global:
+            raise DownloadError(f"{url} points to the non-public address {address}; this service "
+                                "only fetches public URLs (BLOCK_PRIVATE_URLS)", "blocked_url")
+
+
 def fetch(url: str, dest_dir: str | Path, *, max_bytes: int = 500 << 20, max_seconds: float = 3600,
-          timeout: float = 30, retries: int = 3, backoff_s: float = 1.0, progress=None) -> Path:
+          timeout: float = 30, retries: int = 3, backoff_s: float = 1.0, progress=None,
+          block_private: bool = False) -> Path:
     """Download `url` into `dest_dir` and return the file's path.
 
     progress: optional callable(fraction 0..1) called while bytes arrive (also a heartbeat).
+    block_private: refuse URLs (and redirect targets) on non-public addresses (check_public_url).
     """
     scheme = urlsplit(url).scheme.lower()
     if scheme not in ("http", "https"):
@@ -44,7 +70,7 @@ def fetch(url: str, dest_dir: str | Path, *, max_bytes: int = 500 << 20, max_sec
     attempt = 0
     while True:
         try:
-            return _fetch_once(url, dest_dir, max_bytes, max_seconds, timeout, progress)
+            return _fetch_once(url, dest_dir, max_bytes, max_seconds, timeout, progress, block_private)
         except DownloadError as exc:
             if exc.permanent or attempt >= retries:
                 raise
@@ -52,13 +78,26 @@ def fetch(url: str, dest_dir: str | Path, *, max_bytes: int = 500 << 20, max_sec
         time.sleep(backoff_s * 2 ** (attempt - 1))
 
 
-def _fetch_once(url, dest_dir, max_bytes, max_seconds, timeout, progress) -> Path:
-    try:
-        response = requests.get(url, stream=True, timeout=timeout, allow_redirects=True)
-    except (requests.Timeout, requests.ConnectionError) as exc:
-        raise DownloadError(f"could not reach {url}: {exc}", "network_error", permanent=False) from exc
-    except requests.RequestException as exc:
-        raise DownloadError(f"bad URL {url}: {exc}", "bad_url") from exc
+def _get(url: str, timeout: float, block_private: bool):
+    """GET with redirects followed here, so that each hop can be checked before it is requested."""
+    for _ in range(MAX_REDIRECTS + 1):
+        if block_private:
+            check_public_url(url)
+        try:
+            response = requests.get(url, stream=True, timeout=timeout, allow_redirects=False)
+        except (requests.Timeout, requests.ConnectionError) as exc:
+            raise DownloadError(f"could not reach {url}: {exc}", "network_error", permanent=False) from exc
+        except requests.RequestException as exc:
+            raise DownloadError(f"bad URL {url}: {exc}", "bad_url") from exc
+        if not response.is_redirect:
+            return response
+        response.close()
+        url = urljoin(url, response.headers["Location"])
+    raise DownloadError(f"more than {MAX_REDIRECTS} redirects from {url}", "bad_url")
+
+
+def _fetch_once(url, dest_dir, max_bytes, max_seconds, timeout, progress, block_private) -> Path:
+    response = _get(url, timeout, block_private)
     with response:
         _check_status(response.status_code, url)
         content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()

@@ -254,6 +254,7 @@ class JobRun:
                      max_seconds=settings.get("MAX_VIDEO_SECONDS"),
                      timeout=settings.get("DOWNLOAD_TIMEOUT_S"),
                      retries=settings.get("DOWNLOAD_RETRIES"),
+                     block_private=settings.get("BLOCK_PRIVATE_URLS"),
                      progress=lambda f: self.stage("downloading", 1 + 29 * f))
         self.timings["download_s"] = round(time.perf_counter() - t, 4)
         return path
@@ -414,6 +415,8 @@ def send_callback(self, job_id: str) -> None:
     """POST the finished job to its callback_url, signed; retried with exponential backoff."""
     import requests
 
+    from vidclass.download import DownloadError, check_public_url
+
     with db_session.session_scope() as s:
         job = s.get(Job, job_id)
         if job is None or not job.callback_url:
@@ -423,9 +426,19 @@ def send_callback(self, job_id: str) -> None:
     secret = settings.get("CALLBACK_SECRET")
     if secret:
         headers["X-Vidclass-Signature"] = sign(body, secret)
+    block_private = settings.get("BLOCK_PRIVATE_URLS")
     try:
-        response = requests.post(url, data=body, headers=headers, timeout=10)
+        if block_private:
+            check_public_url(url)
+        # With the guard on, a redirect is not followed (its target is unchecked): it counts as a failure.
+        response = requests.post(url, data=body, headers=headers, timeout=10, allow_redirects=not block_private)
         ok, reason = response.status_code < 300, f"HTTP {response.status_code}"
+    except DownloadError as exc:
+        if exc.permanent:            # a blocked address stays blocked: no retries
+            _set_callback_status(job_id, "failed")
+            log.warning("callback of job %s to %s refused: %s", job_id, url, exc)
+            return
+        ok, reason = False, str(exc)
     except requests.RequestException as exc:
         ok, reason = False, str(exc)
     if ok:
