@@ -66,6 +66,9 @@ def retry(job_id):
     if job.status not in ("failed", "cancelled"):
         raise ApiError(409, "not_retryable", f"only failed or cancelled jobs can be retried; "
                                              f"this one is {job.status}", status=job.status)
+    if job.source_kind == "upload" and not job.file_path:
+        raise ApiError(409, "upload_expired", "this job's uploaded file was deleted "
+                                              "(UPLOAD_RETENTION_H after the job ended); upload it again")
     result = session.execute(
         update(Job).where(Job.id == job_id, Job.status.in_(("failed", "cancelled")))
         .values({**dict.fromkeys(RUN_RESULT_COLUMNS), "status": "queued", "progress": 0,

@@ -44,6 +44,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("THUMBNAIL_DIR", str(INSTANCE_DIR / "thumbnails"), str,
             "Where per-job JPEG thumbnails are written (THUMBNAIL_DIR/<job_id>/<n>.jpg)."),
     Setting("MAX_UPLOAD_MB", 500, int, "Largest accepted upload (HTTP 413 above)."),
+    Setting("UPLOAD_RETENTION_H", 24.0, float,
+            "Uploads of failed or cancelled jobs are kept this many hours after the job ended, so "
+            "the job can be retried, then deleted (0 = keep them). Uploads of done jobs are "
+            "deleted at once."),
     Setting("MAX_DOWNLOAD_MB", 500, int, "Largest video a worker downloads from a URL."),
     Setting("MAX_VIDEO_SECONDS", 3600, int, "Longest video (by its reported duration) a worker downloads."),
     Setting("MAX_URL_LENGTH", 2048, int, "Longest accepted URL."),

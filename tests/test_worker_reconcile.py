@@ -58,7 +58,7 @@ def test_reconciler_requeues_dead_and_lost_jobs_only(env):
     done = _add(status="done", enqueued_at=now - timedelta(seconds=3600))
     r.set(key("broker-marker"), "present")                   # broker kept its data
     counts = reconcile_once(r)
-    assert counts == {"running_stale": 1, "queued_lost": 2}
+    assert counts == {"running_stale": 1, "queued_lost": 2, "uploads_deleted": 0}
     queued = _queued_ids(r, env)
     assert dead in queued and never in queued and old in queued
     assert alive not in queued and fresh not in queued and done not in queued
@@ -92,3 +92,40 @@ def test_claim_rules(env):
         assert job.status == "failed" and job.error_code == "too_many_attempts"
     stale = _add(status="downloading", attempts=1, task_id="old", heartbeat_at=now - timedelta(seconds=300))
     assert claim(stale, "new") is not None                   # its worker is gone: take it over
+
+
+def test_uploads_of_ended_jobs_are_deleted_after_the_retention_window(env, tmp_path):
+    from api import create_app
+    from worker.reconcile import delete_expired_uploads
+
+    now = utcnow()
+    files = {}
+
+    def upload(name, **fields):
+        path = tmp_path / f"{name}.mp4"
+        path.write_bytes(b"video bytes")
+        files[name] = path
+        job_id = new_id()
+        with db_session.session_scope() as s:
+            s.add(Job(id=job_id, source_kind="upload", source=f"{name}.mp4", file_path=str(path), **fields))
+        return job_id
+
+    old = timedelta(hours=25)
+    expired = upload("expired", status="failed", error_code="bad_video", finished_at=now - old)
+    cancelled = upload("cancelled", status="cancelled", finished_at=now - old)
+    recent = upload("recent", status="failed", error_code="bad_video", finished_at=now - timedelta(hours=1))
+    queued = upload("queued", status="queued", finished_at=now - old)     # retried: keeps its file
+
+    assert delete_expired_uploads(now) == 2
+    assert not files["expired"].exists() and not files["cancelled"].exists()
+    assert files["recent"].exists() and files["queued"].exists()
+    with db_session.session_scope() as s:
+        assert s.get(Job, expired).file_path is None and s.get(Job, recent).file_path == str(files["recent"])
+    assert delete_expired_uploads(now) == 0                                # idempotent
+
+    client = create_app({"TESTING": True}).test_client()
+    r = client.post(f"/api/jobs/{expired}/retry")
+    assert r.status_code == 409 and r.get_json()["code"] == "upload_expired"
+    assert client.get(f"/api/jobs/{cancelled}").get_json()["status"] == "cancelled"
+    with db_session.session_scope() as s:
+        assert s.get(Job, queued).status == "queued"

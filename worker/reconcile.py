@@ -7,6 +7,8 @@ It re-publishes
     by a marker key that disappears with the data,
   * queued jobs not picked up for QUEUED_STALE_S (any other lost message).
 A duplicate message is harmless: worker.tasks.claim() lets only one run own a job.
+It also deletes the uploads of failed and cancelled jobs that ended more than UPLOAD_RETENTION_H
+ago (kept until then for a retry).
 
 It runs as a thread in every Celery worker's parent process; a short Redis lock makes one
 reconciler act per interval when several worker nodes run.
@@ -17,6 +19,7 @@ import logging
 import threading
 import uuid
 from datetime import timedelta
+from pathlib import Path
 
 from sqlalchemy import or_, select, update
 
@@ -68,31 +71,32 @@ def reconcile_once(redis_client, now=None) -> dict:
     if broker_lost:
         redis_client.set(health_keys.key("broker-marker"), now.isoformat())
     counts["running_stale"], counts["queued_lost"] = len(dead), len(lost)
+    counts["uploads_deleted"] = delete_expired_uploads(now)
     return counts
 
 
-def loop(hostname: str) -> None:
-    interval = settings.get("RECONCILE_INTERVAL_S")
-    redis_client = None
-    while not _stop.is_set():
-        try:
-            redis_client = redis_client or health_keys.client()
-            health_keys.beat_worker(hostname, ttl_s=interval * 3 + 5)
-            reconcile_once(redis_client)
-        except Exception as exc:     # Redis or the db down: keep trying, that is the point
-            log.warning("reconciler pass failed: %s", exc)
-            redis_client = None
-        _stop.wait(interval)
-
-
-def start_thread(hostname: str) -> None:
-    global _thread
-    if _thread is not None and _thread.is_alive():
-        return
-    _stop.clear()
-    _thread = threading.Thread(target=loop, args=(hostname,), daemon=True, name="vidclass-reconciler")
-    _thread.start()
-
-
-def stop_thread() -> None:
-    _stop.set()
+def delete_expired_uploads(now, batch: int = 500) -> int:
+    """Delete the stored uploads of failed/cancelled jobs that ended before the retention window
+    and clear their file_path (a retry then asks for a new upload); returns how many."""
+    hours = settings.get("UPLOAD_RETENTION_H")
+    if hours <= 0:
+        return 0
+    cutoff = now - timedelta(hours=hours)
+    ended = ("failed", "cancelled")
+    expired = []
+    with db_session.session_scope() as s:
+        rows = s.execute(select(Job.id, Job.file_path).where(
+            Job.source_kind == "upload", Job.status.in_(ended), Job.file_path.is_not(None),
+            Job.finished_at < cutoff).limit(batch)).all()
+        for job_id, path in rows:
+            # Conditional: a job retried since the select keeps its file.
+            cleared = s.execute(update(Job).where(Job.id == job_id, Job.status.in_(ended),
+                                                  Job.file_path == path).values(file_path=None))
+            if cleared.rowcount == 1:
+                expired.append(path)
+    # Files go only once the database no longer points at them.
+    for path in expired:
+        Path(path).unlink(missing_ok=True)
+    if expired:
+        log.info("deleted %d expired upload(s)", len(expired))
+    return len(expired)
