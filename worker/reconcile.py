@@ -100,3 +100,30 @@ def delete_expired_uploads(now, batch: int = 500) -> int:
     if expired:
         log.info("deleted %d expired upload(s)", len(expired))
     return len(expired)
+
+
+def loop(hostname: str) -> None:
+    interval = settings.get("RECONCILE_INTERVAL_S")
+    redis_client = None
+    while not _stop.is_set():
+        try:
+            redis_client = redis_client or health_keys.client()
+            health_keys.beat_worker(hostname, ttl_s=interval * 3 + 5)
+            reconcile_once(redis_client)
+        except Exception as exc:     # Redis or the db down: keep trying, that is the point
+            log.warning("reconciler pass failed: %s", exc)
+            redis_client = None
+        _stop.wait(interval)
+
+
+def start_thread(hostname: str) -> None:
+    global _thread
+    if _thread is not None and _thread.is_alive():
+        return
+    _stop.clear()
+    _thread = threading.Thread(target=loop, args=(hostname,), daemon=True, name="vidclass-reconciler")
+    _thread.start()
+
+
+def stop_thread() -> None:
+    _stop.set()
