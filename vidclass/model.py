@@ -60,7 +60,28 @@ def normalize_config(config: dict | None) -> dict:
     return out
 
 
-class SuperEnhancedTemporalModel(nn.Module):
+class ClipClassifier(nn.Module):
+    """What every model shares: `_pooled(x, lengths)` -> one vector per clip, read by `classifier`
+    and the optional `subcategory_head` (None when the config has no subcategories)."""
+
+    subcategory_head: nn.Module | None
+
+    @property
+    def has_subcategories(self) -> bool:
+        return self.subcategory_head is not None
+
+    def forward_all(self, x: torch.Tensor, lengths: torch.Tensor | None = None):
+        """(class logits [B, C], subcategory logits [B, S] or None)."""
+        pooled = self._pooled(x, lengths)
+        sub = self.subcategory_head(pooled) if self.subcategory_head is not None else None
+        return self.classifier(pooled), sub
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Class logits [B, num_classes] for features x [B, T, D] whose first lengths[b] steps are real."""
+        return self.forward_all(x, lengths)[0]
+
+
+class SuperEnhancedTemporalModel(ClipClassifier):
     """Projection -> (packed) LSTM -> self-attention -> masked attention pooling -> MLP classifier."""
 
     def __init__(self, config: dict | None = None, **overrides):
@@ -97,10 +118,6 @@ class SuperEnhancedTemporalModel(nn.Module):
         else:
             self.subcategory_head = None
 
-    @property
-    def has_subcategories(self) -> bool:
-        return self.subcategory_head is not None
-
     def _pooled(self, x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
         batch, steps, _ = x.shape
         if lengths is None:
@@ -125,18 +142,7 @@ class SuperEnhancedTemporalModel(nn.Module):
         weights = torch.softmax(scores, dim=1)
         return torch.bmm(weights.unsqueeze(1), out).squeeze(1)                 # [B, out_dim]
 
-    def forward_all(self, x: torch.Tensor, lengths: torch.Tensor | None = None):
-        """(class logits [B, C], subcategory logits [B, S] or None)."""
-        pooled = self._pooled(x, lengths)
-        sub = self.subcategory_head(pooled) if self.subcategory_head is not None else None
-        return self.classifier(pooled), sub
-
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """Class logits [B, num_classes] for features x [B, T, D] whose first lengths[b] steps are real."""
-        return self.forward_all(x, lengths)[0]
-
-
-class PooledLinearModel(nn.Module):
+class PooledLinearModel(ClipClassifier):
     """Standardise -> masked mean over time -> dropout -> linear class (and subcategory) heads.
 
     A linear model of the clip's average frame. On the corpus's ~45 training sources it
@@ -157,10 +163,6 @@ class PooledLinearModel(nn.Module):
         self.classifier = nn.Linear(d, cfg["num_classes"])
         self.subcategory_head = nn.Linear(d, cfg["num_subcategories"]) if cfg["num_subcategories"] > 0 else None
 
-    @property
-    def has_subcategories(self) -> bool:
-        return self.subcategory_head is not None
-
     def _pooled(self, x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
         batch, steps, _ = x.shape
         if lengths is None:
@@ -171,16 +173,6 @@ class PooledLinearModel(nn.Module):
             x = (x - self.input_mean) / self.input_std
         pooled = (x * valid.unsqueeze(-1)).sum(1) / lengths.unsqueeze(-1).to(x.dtype)
         return self.dropout(pooled)
-
-    def forward_all(self, x: torch.Tensor, lengths: torch.Tensor | None = None):
-        """(class logits [B, C], subcategory logits [B, S] or None)."""
-        pooled = self._pooled(x, lengths)
-        sub = self.subcategory_head(pooled) if self.subcategory_head is not None else None
-        return self.classifier(pooled), sub
-
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        return self.forward_all(x, lengths)[0]
-
 
 ARCHITECTURES = {"temporal": SuperEnhancedTemporalModel, "pooled": PooledLinearModel}
 
