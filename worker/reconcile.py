@@ -32,6 +32,8 @@ from worker.enqueue import publish_jobs
 log = logging.getLogger(__name__)
 
 
+UPLOAD_SWEEP_INTERVAL_S = 300
+
 _thread: threading.Thread | None = None
 _stop = threading.Event()
 
@@ -71,7 +73,11 @@ def reconcile_once(redis_client, now=None) -> dict:
     if broker_lost:
         redis_client.set(health_keys.key("broker-marker"), now.isoformat())
     counts["running_stale"], counts["queued_lost"] = len(dead), len(lost)
-    counts["uploads_deleted"] = delete_expired_uploads(now)
+    # Retention is counted in hours: sweeping every few minutes is enough, and spares the database
+    # a scan of all failed jobs on every pass.
+    sweep_due = redis_client.set(health_keys.key("uploads-sweep"), now.isoformat(), nx=True,
+                                 ex=UPLOAD_SWEEP_INTERVAL_S)
+    counts["uploads_deleted"] = delete_expired_uploads(now) if sweep_due else 0
     return counts
 
 
