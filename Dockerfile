@@ -1,4 +1,13 @@
 # One image for the API and the workers; docker-compose.yml picks the command.
+
+# nsfwjs's MobileNetV2 model files (vidclass/drawing_net.py), fetched from the npm registry at build
+# time with the version and integrity pinned in the Makefile (read from it, one source of truth).
+FROM node:20-slim AS nsfwjs
+WORKDIR /src
+COPY Makefile tools/fetch_nsfwjs.sh ./
+RUN version="$(sed -n 's/^NSFWJS_VERSION := //p' Makefile)" && \
+    sh fetch_nsfwjs.sh "/share/nsfwjs-$version" "$version" "$(sed -n 's/^NSFWJS_INTEGRITY := //p' Makefile)"
+
 FROM python:3.11-slim
 # ffmpeg lets yt-dlp merge separate audio/video downloads; the decoder itself is PyAV's own.
 RUN apt-get update && apt-get install -y --no-install-recommends ffmpeg && rm -rf /var/lib/apt/lists/*
@@ -12,6 +21,8 @@ COPY worker worker
 COPY db db
 RUN pip install --no-cache-dir $PIP_OPTIONS -e .
 COPY . .
+# Where drawing_net looks by default: <sys.prefix>/share/nsfwjs-<version>/mobilenet_v2.
+COPY --from=nsfwjs /share/ /usr/local/share/
 ENV OMP_WAIT_POLICY=PASSIVE \
     UPLOAD_DIR=/data/uploads \
     THUMBNAIL_DIR=/data/thumbnails

@@ -9,13 +9,25 @@ export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: run test venv browser clean bench model
 
-venv: $(STAMP)
+# nsfwjs's MobileNetV2 model files (vidclass/drawing_net.py) come from the npm registry at install
+# time, pinned by version and tarball integrity (`npm view nsfwjs@4.3.0 dist.integrity`); they are
+# never committed and never downloaded at run time. They land where drawing_net looks by default,
+# $(VENV)/share/nsfwjs-$(NSFWJS_VERSION)/mobilenet_v2 (override with VIDCLASS_NSFWJS_DIR).
+NSFWJS_VERSION := 4.3.0
+NSFWJS_INTEGRITY := sha512-WTKDte0vp1X97N1h34P79G/hG+sVT3+TnDz9di1WseIJR93v11E4viNX7Vg9WsO6HYoR772Nzq2iM8jo3XBZ+g==
+NSFWJS_DIR := $(VENV)/share/nsfwjs-$(NSFWJS_VERSION)
+NSFWJS_STAMP := $(NSFWJS_DIR)/.installed
+
+venv: $(STAMP) $(NSFWJS_STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
+
+$(NSFWJS_STAMP): tools/fetch_nsfwjs.sh | $(STAMP)
+	sh tools/fetch_nsfwjs.sh $(NSFWJS_DIR) $(NSFWJS_VERSION) $(NSFWJS_INTEGRITY)
 
 # Headless Chromium for the browser tests comes from Debian's packages, never a downloaded build.
 browser:
