@@ -52,9 +52,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MAX_VIDEO_SECONDS", 3600, int,
             "Longest video (by its reported duration) a worker classifies, from any source: URL "
             "downloads, yt-dlp pages and uploads (code too_long)."),
-    Setting("MAX_JSON_MB", 4, float,
-            "Largest accepted JSON request body (HTTP 413 above); JSON nested deeper than 100 "
-            "levels is refused with 400 bad_json."),
+    Setting("MAX_JSON_MB", 8, float,
+            "Largest accepted JSON request body (HTTP 413 json_too_large above; a 10,000-URL batch "
+            "of 800-character URLs fits). JSON nested too deeply to parse is a 400 bad_json."),
     Setting("MAX_URL_LENGTH", 2048, int, "Longest accepted URL."),
     Setting("MAX_BATCH_URLS", 10000, int, "Most URLs in one batch."),
     Setting("JOB_TIMEOUT_S", 1800, int, "Hard time limit of one job; the broker's visibility timeout is longer."),
