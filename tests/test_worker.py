@@ -183,6 +183,7 @@ def test_bad_inputs_fail_with_reasons(service):
     ids = {
         "not_a_video": c.post("/api/jobs", json={"url": server.url("notes.txt")}).get_json()["id"],
         "not_found": c.post("/api/jobs", json={"url": server.url("missing.mp4")}).get_json()["id"],
+        "network_error": c.post("/api/jobs", json={"url": "http://127.0.0.1:1/v.mp4"}).get_json()["id"],
     }
     with open(kit.FIXTURES / "LICENSES.md", "rb") as f:
         ids["bad_video"] = c.post("/api/jobs", data={"file": (f, "clip.mp4")},
@@ -190,7 +191,12 @@ def test_bad_inputs_fail_with_reasons(service):
     for code, job_id in ids.items():
         job = wait_job(c, job_id)
         assert job["status"] == "failed" and job["error"]["code"] == code, job
-        assert job["error"]["message"]
+        message = job["error"]["message"]
+        # A plain sentence: no server paths, no library text.
+        for leak in (service["env"]["UPLOAD_DIR"], "Errno", "ConnectionPool", "Traceback"):
+            assert leak not in message, (code, message)
+        if code == "network_error":
+            assert message == "The server at 127.0.0.1:1 refused the connection."
     # A failed job can be retried (and fails again for the same reason); a done one cannot.
     retry = c.post(f"/api/jobs/{ids['not_found']}/retry")
     assert retry.status_code == 202 and retry.get_json()["status"] == "queued"
