@@ -14,6 +14,11 @@ from worker.enqueue import publish_jobs
 
 bp = Blueprint("batches", __name__, url_prefix="/api/batches")
 
+# Rejected lines kept (and returned) per batch; the rest are only counted. 9,999 bad 5 KB lines
+# must not become 51 MB in the database and in every GET /api/batches/<id>.
+INVALID_LINES_KEPT = 100
+VALUE_CHARS_KEPT = 200
+
 
 def parse_lines(text: str, is_csv: bool) -> list[tuple[int, str]]:
     """(line number, value) for each non-blank line; CSV: the `url` column, else the first one."""
@@ -75,25 +80,33 @@ def create_batch():
         raise ApiError(400, "bad_name", "name must be a string", field="name")
 
     max_length = current_app.config["MAX_URL_LENGTH"]
-    invalid, good, seen = [], [], {}
+    invalid, invalid_count, good, seen = [], 0, [], {}
+
+    def reject(n, value, code, message):
+        nonlocal invalid_count
+        invalid_count += 1
+        if len(invalid) < INVALID_LINES_KEPT:
+            text = value if isinstance(value, str) else repr(value)
+            invalid.append({"line": n, "value": text[:VALUE_CHARS_KEPT], "code": code,
+                            "message": message})
+
     for n, value in lines:
         code, message = url_problem(value, max_length)
         if code:
-            invalid.append({"line": n, "value": value if isinstance(value, str) else repr(value)[:200],
-                            "code": code, "message": message})
+            reject(n, value, code, message)
         elif value in seen:
-            invalid.append({"line": n, "value": value, "code": "duplicate_url",
-                            "message": f"same URL as line {seen[value]}; queued once"})
+            reject(n, value, "duplicate_url", f"same URL as line {seen[value]}; queued once")
         else:
             seen[value] = n
             good.append(value)
     if not good:
-        raise ApiError(400, "no_valid_urls", "no valid http(s) URL in the batch", invalid_lines=invalid)
+        raise ApiError(400, "no_valid_urls", "no valid http(s) URL in the batch", invalid_lines=invalid,
+                       invalid_count=invalid_count)
 
     session = get_session()
     now = utcnow()
     batch = Batch(id=new_id(), name=name[:255] if name else None, created_at=now, total=len(good),
-                  invalid_lines=invalid)
+                  invalid_lines={"count": invalid_count, "lines": invalid})
     session.add(batch)
     session.flush()
     rows = [{"id": job_id, "batch_id": batch.id, "source_kind": "url", "source": url,
@@ -108,7 +121,7 @@ def create_batch():
         session.execute(update(Job).where(Job.batch_id == batch.id).values(enqueued_at=None))
         session.commit()
         current_app.logger.warning("could not publish batch %s: %s", batch.id, exc)
-    return jsonify({**batch.to_dict(), "queued": len(good), "invalid": len(invalid),
+    return jsonify({**batch.to_dict(), "queued": len(good), "invalid": invalid_count,
                     "status_counts": {"queued": len(good)}, "progress": 0.0}), 202
 
 

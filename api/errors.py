@@ -49,5 +49,6 @@ def register(app) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
-        log.exception("unhandled error")
-        return error_response(500, "internal_error", f"internal error: {type(exc).__name__}: {exc}")
+        log.exception("unhandled error")     # the detail is for the log, not the client
+        return error_response(500, "internal_error", "An internal error occurred; the server's log "
+                                                     "has the details.")

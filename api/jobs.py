@@ -207,5 +207,16 @@ def _csv_response(session, query) -> Response:
 def _csv_row(job: Job) -> list:
     d = job.to_dict()
     d["error_code"], d["error_message"] = job.error_code, job.error_message
-    return [json.dumps(d[c], sort_keys=True) if c in ("probabilities", "stage_timings") and d[c] else d[c]
-            for c in CSV_COLUMNS]
+    return [csv_cell(json.dumps(d[c], sort_keys=True) if c in ("probabilities", "stage_timings") and d[c]
+                     else d[c]) for c in CSV_COLUMNS]
+
+
+# Spreadsheets run a cell starting with one of these as a formula (=HYPERLINK(...), -2+3+cmd).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value):
+    """A text cell a spreadsheet shows as text: a leading quote neutralises a formula (OWASP)."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value

@@ -156,7 +156,9 @@ SPEC = {
             "created_at": {"type": "string"}, "total": {"type": "integer"},
             "invalid_lines": {"type": "array", "items": {"type": "object", "properties": {
                 "line": {"type": "integer"}, "value": {"type": "string"}, "code": {"type": "string"},
-                "message": {"type": "string"}}}},
+                "message": {"type": "string"}}},
+                "description": "The first 100 rejected lines (values cut to 200 characters)"},
+            "invalid_count": {"type": "integer", "description": "All rejected lines"},
             "status_counts": {"type": "object", "additionalProperties": {"type": "integer"}},
             "progress": {"type": "number"}}},
         "Result": {"type": "object", "properties": {

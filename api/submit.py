@@ -1,6 +1,7 @@
 """Turning a request into a committed, queued job (shared by /api/jobs and /api/classify)."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -11,7 +12,6 @@ from urllib.parse import urlsplit
 from flask import current_app, request
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
-from werkzeug.exceptions import BadRequest
 from werkzeug.utils import secure_filename
 
 from api.errors import ApiError
@@ -24,13 +24,28 @@ log = logging.getLogger(__name__)
 
 
 def json_body() -> dict:
-    """The request's JSON object, or a 400 with code bad_json."""
+    """The request's JSON object: 413 json_too_large above MAX_JSON_MB, 400 bad_json if it is not
+    JSON, not an object, or nested too deeply to parse."""
+    cached = getattr(request, "_vidclass_json", None)
+    if cached is not None:
+        return cached
+    limit = int(float(current_app.config["MAX_JSON_MB"]) * (1 << 20))
+    too_large = ApiError(413, "json_too_large", f"JSON request bodies are limited to "
+                                                f"{current_app.config['MAX_JSON_MB']:g} MB (MAX_JSON_MB)")
+    if (request.content_length or 0) > limit:
+        raise too_large                     # refused before a byte of it is read
+    raw = request.stream.read(limit + 1)    # bounded even without a Content-Length
+    if len(raw) > limit:
+        raise too_large
     try:
-        body = request.get_json(force=False, silent=False)
-    except BadRequest:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
         raise ApiError(400, "bad_json", "request body is not valid JSON") from None
+    except RecursionError:                  # [[[[... 100,000 deep: not a 500
+        raise ApiError(400, "bad_json", "request body is nested too deeply") from None
     if not isinstance(body, dict):
         raise ApiError(400, "bad_json", "request body must be a JSON object")
+    request._vidclass_json = body
     return body
 
 
@@ -88,7 +103,9 @@ def check_video_name(name) -> str:
     name = name.strip()
     listing = test_set_names()
     if listing is None:
-        return name                    # no worker reachable now: the job fails later if unknown
+        # Never accept an unchecked name: it would be stored, shown and exported as given.
+        raise ApiError(503, "no_worker", "no worker answered the test-set name check; start "
+                                         "`vidclass worker` and try again", field="video")
     if "error" in listing:
         raise ApiError(503, listing["error"]["code"], listing["error"]["message"])
     known = {n for names_ in listing["categories"].values() for n in names_}

@@ -56,11 +56,16 @@ class Batch(Base):
     name: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
     total: Mapped[int] = mapped_column(Integer, default=0)          # jobs queued
-    invalid_lines: Mapped[list] = mapped_column(JSON, default=list)
+    # {"count": N, "lines": [the first INVALID_LINES_KEPT]}; older rows hold a plain list. A JSON
+    # value, not a new column, so rejected lines stay bounded without a schema change.
+    invalid_lines: Mapped[dict | list] = mapped_column(JSON, default=list)
 
     def to_dict(self) -> dict:
+        stored = self.invalid_lines or []
+        lines = stored.get("lines", []) if isinstance(stored, dict) else stored
+        count = stored.get("count", len(lines)) if isinstance(stored, dict) else len(stored)
         return {"id": self.id, "name": self.name, "created_at": _iso(self.created_at),
-                "total": self.total, "invalid_lines": self.invalid_lines or []}
+                "total": self.total, "invalid_lines": lines, "invalid_count": count}
 
 
 class Job(Base):

@@ -49,18 +49,32 @@ SETTINGS: tuple[Setting, ...] = (
             "the job can be retried, then deleted (0 = keep them). Uploads of done jobs are "
             "deleted at once."),
     Setting("MAX_DOWNLOAD_MB", 500, int, "Largest video a worker downloads from a URL."),
-    Setting("MAX_VIDEO_SECONDS", 3600, int, "Longest video (by its reported duration) a worker downloads."),
+    Setting("MAX_VIDEO_SECONDS", 3600, int,
+            "Longest video (by its reported duration) a worker classifies, from any source: URL "
+            "downloads, yt-dlp pages and uploads (code too_long)."),
+    Setting("MAX_JSON_MB", 8, float,
+            "Largest accepted JSON request body (HTTP 413 json_too_large above; a 10,000-URL batch "
+            "of 800-character URLs fits). JSON nested too deeply to parse is a 400 bad_json."),
     Setting("MAX_URL_LENGTH", 2048, int, "Longest accepted URL."),
     Setting("MAX_BATCH_URLS", 10000, int, "Most URLs in one batch."),
     Setting("JOB_TIMEOUT_S", 1800, int, "Hard time limit of one job; the broker's visibility timeout is longer."),
     Setting("MAX_ATTEMPTS", 3, int, "A job delivered more often than this fails with code too_many_attempts."),
     Setting("DOWNLOAD_TIMEOUT_S", 30, int, "Socket timeout of downloads."),
     Setting("DOWNLOAD_RETRIES", 3, int, "Retries (exponential backoff) of transient download errors."),
-    Setting("BLOCK_PRIVATE_URLS", False, _flag,
-            "1: workers refuse job and callback URLs whose host resolves to a loopback, private, "
-            "link-local or otherwise non-public address (every redirect hop of a direct download "
-            "is checked; media URLs that yt-dlp finds inside a page are not). Turn on where users "
-            "must not reach your internal network through the service."),
+    Setting("DOWNLOAD_DEADLINE_S", 600, float,
+            "Total time one download may take, retries and redirects included (a server sending "
+            "1 byte/s is cut off here, not at JOB_TIMEOUT_S); the job fails with download_timeout."),
+    Setting("BLOCK_PRIVATE_URLS", True, _flag,
+            "Workers refuse to connect to loopback, private, link-local, multicast, unspecified, "
+            "reserved and other non-public addresses (IPv4-mapped, NAT64 and 6to4 IPv6 forms are "
+            "judged by their IPv4 address), checked on the resolved address of every connection a "
+            "download, redirect, yt-dlp request or callback opens; the job fails with blocked_url. "
+            "Allow your own networks with ALLOWED_PRIVATE_NETWORKS rather than turning this off (0)."),
+    Setting("ALLOWED_PRIVATE_NETWORKS", "", str,
+            "Comma-separated CIDRs, addresses or host names, each optionally with `:port`, that "
+            "workers may connect to despite BLOCK_PRIVATE_URLS, e.g. `192.168.1.0/24,nas.lan:8000` "
+            "to classify videos from your own network, or `127.0.0.1` for a server on the same "
+            "machine."),
     Setting("CALLBACK_SECRET", "", str,
             "HMAC-SHA256 key signing callback bodies (header X-Vidclass-Signature: sha256=<hex>)."),
     Setting("CALLBACK_RETRIES", 5, int, "Retries (exponential backoff) of a failed callback POST."),

@@ -31,7 +31,7 @@ def api(request, redis_url, tmp_path_factory):
             pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
         url, schema = pg
     env = kit.service_env(tmp, redis_url, url, tmp / "models", tmp / "features",
-                          MAX_UPLOAD_MB="1", MAX_BATCH_URLS="10000")
+                          MAX_UPLOAD_MB="1", MAX_BATCH_URLS="10000", MAX_JSON_MB="0.75")
     with kit.environ(env):
         from api import create_app
         from db import session
@@ -260,3 +260,59 @@ print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "
                          timeout=120, cwd=kit.REPO)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_batch_keeps_only_the_first_100_rejected_lines(api):
+    c = api["client"]
+    bad = [f"bad line {i} " + "x" * 1000 for i in range(300)]
+    r = c.post("/api/batches", json={"urls": bad + ["https://example.org/ok.mp4"]})
+    assert r.status_code == 202, r.get_json()
+    batch = r.get_json()
+    assert batch["invalid"] == 300 and batch["invalid_count"] == 300
+    assert len(batch["invalid_lines"]) == 100 and batch["invalid_lines"][-1]["line"] == 100
+    assert all(len(e["value"]) <= 200 for e in batch["invalid_lines"])
+    got = c.get(f"/api/batches/{batch['id']}")
+    assert len(got.data) < 100_000, "GET returns the capped list, not 300 KB of bad lines"
+    assert got.get_json()["invalid_count"] == 300 and len(got.get_json()["invalid_lines"]) == 100
+    r = c.post("/api/batches", json={"urls": bad})
+    assert r.status_code == 400 and r.get_json()["invalid_count"] == 300
+    assert len(r.get_json()["invalid_lines"]) == 100
+
+
+def test_json_bodies_are_capped_and_deep_nesting_is_a_400(api):
+    c = api["client"]
+    huge = json.dumps({"url": "https://example.org/v.mp4", "pad": "x" * (900 << 10)})  # > 0.75 MB
+    for path in ("/api/jobs", "/api/batches", "/api/classify"):
+        r = c.post(path, data=huge, content_type="application/json")
+        assert r.status_code == 413 and r.get_json()["code"] == "json_too_large", (path, r.data[:200])
+        assert "MAX_JSON_MB" in r.get_json()["message"]
+    deep = "[" * 100_000 + "]" * 100_000
+    for path in ("/api/jobs", "/api/batches", "/api/classify"):
+        r = c.post(path, data=deep, content_type="application/json")
+        assert r.status_code == 400 and r.get_json()["code"] == "bad_json", (path, r.data[:200])
+    deep_object = '{"url": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    assert c.post("/api/jobs", data=deep_object, content_type="application/json").status_code == 400
+
+
+def test_csv_export_neutralises_formulas(api):
+    from api.jobs import csv_cell
+
+    for start in ("=", "+", "-", "@", "\t", "\r"):
+        assert csv_cell(start + "1+1") == "'" + start + "1+1"
+    assert csv_cell("https://e.org/a") == "https://e.org/a" and csv_cell(0.5) == 0.5
+    c = api["client"]
+    r = c.post("/api/jobs", data={"file": (io.BytesIO(b"not really a video"), "-2+3+cmd.mp4")},
+               content_type="multipart/form-data")
+    assert r.status_code == 202, r.get_json()
+    job = r.get_json()
+    assert job["source"].startswith("-")           # stored as given ...
+    rows = {row["id"]: row for row in csv.DictReader(io.StringIO(c.get("/api/jobs?format=csv").data.decode()))}
+    assert rows[job["id"]]["source"] == "'" + job["source"]     # ... exported as text
+
+
+def test_a_test_set_name_is_never_accepted_unchecked(api):
+    # No worker serves this test's fast queue: the name cannot be checked, so it is refused.
+    r = api["client"].post("/api/jobs", json={"video": '=HYPERLINK("http://evil.example","x")'})
+    assert r.status_code == 503 and r.get_json()["code"] == "no_worker", r.get_json()
+    hist = api["client"].get("/api/jobs?source_kind=test-set").get_json()
+    assert hist["total"] == 0

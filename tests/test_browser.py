@@ -187,6 +187,7 @@ def service(assets, tmp_path_factory):
         "WORKER_CONCURRENCY": "1",
         "VIDCLASS_TORCH_THREADS": "1",
         "OMP_WAIT_POLICY": "PASSIVE",
+        "ALLOWED_PRIVATE_NETWORKS": "127.0.0.1",   # the clip server is on this machine
     })
     log = open(work / "service.log", "wb")
     cli = [str(Path(sys.executable).with_name("vidclass"))]

@@ -1,5 +1,7 @@
 """Schema through Alembic only, on SQLite and PostgreSQL (fresh schema): tables, indexes,
 constraints, JSON round trips."""
+from pathlib import Path
+
 import pytest
 from sqlalchemy import inspect, select
 from sqlalchemy.exc import IntegrityError
@@ -70,3 +72,11 @@ def test_new_ids_are_unique_uuid4():
 
     ids = new_ids(1000)
     assert len(set(ids)) == 1000 and all(uuid.UUID(i).version == 4 for i in ids)
+
+
+def test_config_doc_lists_every_setting():
+    """docs/CONFIG.md holds settings.markdown_table() verbatim (regenerate it when this fails)."""
+    from db import settings
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "CONFIG.md").read_text()
+    assert settings.markdown_table() in doc

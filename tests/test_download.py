@@ -1,11 +1,12 @@
 """vidclass.download against a real local HTTP server (fixture clips, errors, flaky endpoints)."""
 import http.server
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from vidclass.download import DownloadError, check_public_url, fetch
+from vidclass.download import DownloadCancelled, DownloadError, fetch
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CLIP = FIXTURES / "gaming_supertux_4.mp4"
@@ -50,6 +51,27 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Location", "/loop")
             self.send_header("Content-Length", "0")
             self.end_headers()
+        elif path == "/trickle.mp4":    # the headers, then one byte a second
+            self.send_response(200)
+            self.send_header("Content-Type", "video/mp4")
+            self.send_header("Content-Length", str(CLIP.stat().st_size))
+            self.end_headers()
+            try:
+                for byte in CLIP.read_bytes()[:60]:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(1)
+            except OSError:
+                pass
+        elif path == "/cut.mp4":        # half the announced body, then the connection closes
+            data = CLIP.read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Type", "video/mp4")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[: len(data) // 2])
+            self.wfile.flush()
+            self.close_connection = True
         elif path == "/page.html":
             self._send(200, b"<html><body><p>no video here</p></body></html>", "text/html")
         else:
@@ -119,26 +141,52 @@ def test_redirects_are_followed_and_loops_refused(server, tmp_path):
     assert err.value.code == "bad_url"
 
 
-@pytest.mark.parametrize("url", ["http://127.0.0.1/x.mp4", "http://localhost:8080/x.mp4",
-                                 "http://10.1.2.3/x.mp4", "http://192.168.0.10/x.mp4",
-                                 "http://169.254.169.254/latest/meta-data/", "http://[::1]/x.mp4",
-                                 "http://0.0.0.0/x.mp4", "https://[fd00::1]/x.mp4"])
-def test_non_public_addresses_are_blocked(url):
-    with pytest.raises(DownloadError, match="non-public address") as err:
-        check_public_url(url)
-    assert err.value.code == "blocked_url" and err.value.permanent
-
-
-def test_public_address_passes_the_check():
-    check_public_url("http://93.184.215.14/video.mp4")      # an IP literal: no DNS needed
-    check_public_url("https://[2606:4700::6810:84e5]/v.mp4")
-
-
 def test_block_private_refuses_before_any_request(server, tmp_path):
     before = dict(_Handler.hits)
     with pytest.raises(DownloadError) as err:
         fetch(f"{server}/clip.mp4", tmp_path, retries=0, block_private=True)
-    assert err.value.code == "blocked_url"
+    assert err.value.code == "blocked_url" and "ALLOWED_PRIVATE_NETWORKS" in str(err.value)
     assert _Handler.hits == before              # the server never saw the request
     # Off (the default), the same URL downloads.
     assert fetch(f"{server}/clip.mp4", tmp_path, retries=0).stat().st_size == CLIP.stat().st_size
+
+
+def test_total_deadline_stops_a_trickling_server(server, tmp_path):
+    started = time.monotonic()
+    with pytest.raises(DownloadError) as err:
+        fetch(f"{server}/trickle.mp4", tmp_path, retries=3, timeout=30, deadline_s=2)
+    elapsed = time.monotonic() - started
+    assert err.value.code == "download_timeout" and "DOWNLOAD_DEADLINE_S" in str(err.value)
+    assert elapsed < 6, f"took {elapsed:.1f} s: the deadline did not cut the slow read"
+    assert not list(tmp_path.glob("video.*"))
+
+
+def test_cancel_stops_a_download_promptly(server, tmp_path):
+    cancelled = threading.Event()
+    threading.Timer(1.0, cancelled.set).start()
+    started = time.monotonic()
+    with pytest.raises(DownloadCancelled):
+        fetch(f"{server}/trickle.mp4", tmp_path, retries=3, timeout=30, cancelled=cancelled)
+    assert time.monotonic() - started < 4
+
+
+def test_connection_cut_mid_body_is_a_retryable_network_error(server, tmp_path):
+    _Handler.hits.pop("/cut.mp4", None)
+    with pytest.raises(DownloadError) as err:
+        fetch(f"{server}/cut.mp4", tmp_path, retries=1, backoff_s=0.01)
+    assert err.value.code == "network_error" and not err.value.permanent, err.value
+    assert str(err.value).startswith("The connection to 127.0.0.1:") and "cut" in str(err.value)
+    assert _Handler.hits["/cut.mp4"] == 2            # retried once
+    assert not list(tmp_path.glob("video.*"))
+
+
+def test_network_errors_are_plain_sentences(tmp_path):
+    with pytest.raises(DownloadError) as err:
+        fetch("http://127.0.0.1:1/video.mp4", tmp_path, retries=0)
+    assert str(err.value) == "The server at 127.0.0.1:1 refused the connection."
+    assert err.value.code == "network_error" and not err.value.permanent
+    with pytest.raises(DownloadError) as err:
+        fetch("http://no-such-host.invalid/video.mp4", tmp_path, retries=0)
+    assert str(err.value) == "The host name no-such-host.invalid could not be resolved."
+    for text in ("HTTPConnectionPool", "Errno", "NewConnectionError"):
+        assert text not in str(err.value)

@@ -211,3 +211,42 @@ def test_mpegts_without_index_and_with_start_offset(tmp_path):
     for exact in (True, False):
         np.testing.assert_array_equal(sample_frames(ts, 16, exact=exact),
                                       sample_frames(src, 16, exact=exact))
+
+
+def _one_frame_video(path, frames=1):
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("libx264", rate=12)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        for i in range(frames):
+            img = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 40 * i, np.uint8), format="rgb24")
+            for pkt in s.encode(img.reformat(format="yuv420p")):
+                out.mux(pkt)
+        for pkt in s.encode():
+            out.mux(pkt)
+
+
+def test_still_images_are_refused_as_not_a_video(tmp_path):
+    from PIL import Image
+
+    from vidclass.frames import NotAVideo
+
+    jpeg = tmp_path / "photo.mp4"                         # a JPEG renamed .mp4
+    Image.fromarray(np.full((48, 64, 3), 128, np.uint8)).save(jpeg, "JPEG")
+    one = tmp_path / "one.mp4"
+    _one_frame_video(one)
+    for path in (jpeg, one):
+        with pytest.raises(NotAVideo, match="still image, not a video") as err:
+            sample_frames(path, 16)
+        assert str(tmp_path) not in str(err.value)        # the file's name, not the server's path
+    three = tmp_path / "three.mp4"                        # three frames is (just) a video
+    _one_frame_video(three, frames=3)
+    assert sample_frames(three, 16).shape[0] == 16
+
+
+def test_check_duration_applies_max_seconds(tmp_path):
+    from vidclass.frames import TooLong, check_duration
+
+    clip = FIXTURES / "gaming_supertux_4.mp4"
+    assert check_duration(clip, 3600) > 0
+    with pytest.raises(TooLong, match="MAX_VIDEO_SECONDS"):
+        check_duration(clip, 1)

@@ -17,6 +17,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import servicekit as kit
@@ -182,6 +183,7 @@ def test_bad_inputs_fail_with_reasons(service):
     ids = {
         "not_a_video": c.post("/api/jobs", json={"url": server.url("notes.txt")}).get_json()["id"],
         "not_found": c.post("/api/jobs", json={"url": server.url("missing.mp4")}).get_json()["id"],
+        "network_error": c.post("/api/jobs", json={"url": "http://127.0.0.1:1/v.mp4"}).get_json()["id"],
     }
     with open(kit.FIXTURES / "LICENSES.md", "rb") as f:
         ids["bad_video"] = c.post("/api/jobs", data={"file": (f, "clip.mp4")},
@@ -189,7 +191,12 @@ def test_bad_inputs_fail_with_reasons(service):
     for code, job_id in ids.items():
         job = wait_job(c, job_id)
         assert job["status"] == "failed" and job["error"]["code"] == code, job
-        assert job["error"]["message"]
+        message = job["error"]["message"]
+        # A plain sentence: no server paths, no library text.
+        for leak in (service["env"]["UPLOAD_DIR"], "Errno", "ConnectionPool", "Traceback"):
+            assert leak not in message, (code, message)
+        if code == "network_error":
+            assert message == "The server at 127.0.0.1:1 refused the connection."
     # A failed job can be retried (and fails again for the same reason); a done one cannot.
     retry = c.post(f"/api/jobs/{ids['not_found']}/retry")
     assert retry.status_code == 202 and retry.get_json()["status"] == "queued"
@@ -299,18 +306,96 @@ def test_cancel_stops_a_running_job(service, assets):
         time.sleep(1)
 
 
-def test_block_private_urls_fails_internal_urls_with_a_reason(assets, redis_url, tmp_path):
-    with running_service(assets, tmp_path, f"sqlite:///{tmp_path / 'blocked.db'}", redis_url,
-                         concurrency=1, BLOCK_PRIVATE_URLS="1") as svc:
+class _Hook(http.server.BaseHTTPRequestHandler):
+    """A callback receiver (records POSTs) that also serves /trickle.mp4 one byte a second."""
+    posts: list = []
+    trickle_closed = threading.Event()
+
+    def log_message(self, *_):
+        pass
+
+    def do_POST(self):
+        self.posts.append(self.path)
+        self.send_response(200)
+        self.end_headers()
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "video/mp4")
+        self.send_header("Content-Length", "1000000")
+        self.end_headers()
+        try:
+            for _ in range(600):
+                self.wfile.write(b"\0")
+                self.wfile.flush()
+                time.sleep(1)
+        except OSError:          # the worker cut the connection
+            self.trickle_closed.set()
+
+
+@contextmanager
+def hook_server():
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield httpd.server_address[1]
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_guard_refuses_callbacks_to_internal_addresses_and_max_seconds_covers_uploads(
+        assets, redis_url, tmp_path):
+    with hook_server() as hook_port, running_service(
+            assets, tmp_path, f"sqlite:///{tmp_path / 'blocked.db'}", redis_url, concurrency=1,
+            MAX_VIDEO_SECONDS="2", ALLOWED_PRIVATE_NETWORKS="") as svc:
         c, server = svc["client"], svc["server"]
-        # Nothing listens on port 9: unblocked, the callback would be retried, not failed at once.
+        # The clip server is on 127.0.0.1 too: with nothing allowed, the job is refused.
+        svc_port = server.base.rsplit(":", 1)[1]
         job_id = c.post("/api/jobs", json={"url": server.url(kit.CLIPS[0].name),
-                                           "callback_url": "http://127.0.0.1:9/hook"}).get_json()["id"]
+                                           "callback_url": f"http://127.0.0.1:{hook_port}/hook"}
+                        ).get_json()["id"]
         job = wait_job(c, job_id)
         assert job["status"] == "failed" and job["error"]["code"] == "blocked_url", job
-        assert "non-public address 127.0.0.1" in job["error"]["message"]
+        assert f"127.0.0.1:{svc_port} is a loopback address" in job["error"]["message"]
+        assert "ALLOWED_PRIVATE_NETWORKS" in job["error"]["message"]
         kit.wait_for(lambda: c.get(f"/api/jobs/{job_id}").get_json()["callback_status"] == "failed",
                      30, what="the callback to an internal address to be refused")
+        assert _Hook.posts == [], "the callback reached the internal server"
+        # MAX_VIDEO_SECONDS applies to uploads as well as downloads.
+        with open(kit.CLIPS[0], "rb") as f:
+            up = c.post("/api/jobs", data={"file": (f, "long.mp4")}, content_type="multipart/form-data")
+        job = wait_job(c, up.get_json()["id"])
+        assert job["status"] == "failed" and job["error"]["code"] == "too_long", job
+        assert "MAX_VIDEO_SECONDS" in job["error"]["message"]
+
+
+def test_still_image_upload_fails_as_not_a_video(service, tmp_path):
+    from PIL import Image
+
+    c = service["client"]
+    photo = tmp_path / "photo.jpg"
+    Image.fromarray(np.full((120, 160, 3), 90, np.uint8)).save(photo, "JPEG")
+    with open(photo, "rb") as f:
+        r = c.post("/api/jobs", data={"file": (f, "holiday.mp4")}, content_type="multipart/form-data")
+    job = wait_job(c, r.get_json()["id"])
+    assert job["status"] == "failed" and job["error"]["code"] == "not_a_video", job
+    assert "still image" in job["error"]["message"] and service["env"]["UPLOAD_DIR"] not in \
+        job["error"]["message"]
+
+
+def test_cancel_stops_a_download_from_a_trickling_server(service):
+    c = service["client"]
+    _Hook.trickle_closed.clear()
+    with hook_server() as port:
+        job_id = c.post("/api/jobs", json={"url": f"http://127.0.0.1:{port}/trickle.mp4"}).get_json()["id"]
+        kit.wait_for(lambda: c.get(f"/api/jobs/{job_id}").get_json()["status"] == "downloading", 60,
+                     interval=0.2, what="the job to be downloading")
+        time.sleep(1)
+        assert c.post(f"/api/jobs/{job_id}/cancel").status_code == 200
+        # The worker notices at its next heartbeat (HEARTBEAT_S=1 here) and cuts the connection.
+        assert _Hook.trickle_closed.wait(10), "the download kept going after the cancel"
+        assert c.get(f"/api/jobs/{job_id}").get_json()["status"] == "cancelled"
 
 
 MODELS = kit.REPO / "models_enhanced"

@@ -35,8 +35,42 @@ import numpy as np
 DEFAULT_MAX_SIDE = 256
 
 
+# Fewer distinct decoded frames than this is a still image (a JPEG renamed .mp4, a 1-frame
+# video), not a video: its classification would be confident and meaningless.
+MIN_DISTINCT_FRAMES = 3
+
+
 class VideoError(ValueError):
-    """The file is not a usable video: not a video, no video stream, nothing decodable."""
+    """The file is not a usable video: not a video, no video stream, nothing decodable.
+
+    Messages name the file, never its directory (they reach users of the service); the
+    decoder's own text is in `detail`, for logs.
+    """
+
+    def __init__(self, message: str, detail: str | None = None):
+        super().__init__(message)
+        self.detail = detail
+
+
+class NotAVideo(VideoError):
+    """The file decodes, but to fewer than MIN_DISTINCT_FRAMES frames: a still image."""
+
+
+class TooLong(VideoError):
+    """The video is longer than the caller's limit (MAX_VIDEO_SECONDS in the service)."""
+
+
+def check_duration(path: str | os.PathLike, max_seconds: float) -> float | None:
+    """Raise TooLong if the container says the video lasts more than max_seconds; returns the
+    duration (None when unknown). Files that do not open are left to sample_frames."""
+    try:
+        info = probe(path)
+    except VideoError:
+        return None
+    if info.duration_s and info.duration_s > max_seconds:
+        raise TooLong(f"The video is {info.duration_s:.0f} s long, more than the {max_seconds:.0f} s "
+                      f"limit (MAX_VIDEO_SECONDS).")
+    return info.duration_s
 
 
 class _BrokenTimestamps(Exception):
@@ -56,15 +90,17 @@ class VideoInfo:
 
 
 def _open(path: str | os.PathLike):
+    name = os.path.basename(path)
     if not os.path.isfile(path):
-        raise VideoError(f"no such file: {path}")
+        raise VideoError(f"no such file: {name}")
     try:
         container = av.open(str(path), metadata_errors="ignore")
     except av.error.FFmpegError as exc:
-        raise VideoError(f"not a video file or truncated beyond repair: {path} ({exc})") from None
+        raise VideoError(f"{name} is not a video file, or is truncated beyond repair",
+                         detail=f"{path}: {exc}") from None
     if not container.streams.video:
         container.close()
-        raise VideoError(f"no video stream in {path}")
+        raise VideoError(f"no video stream in {name}")
     return container
 
 
@@ -212,7 +248,14 @@ def sample_frames(path: str | os.PathLike, num_frames: int, exact: bool = False,
                 picked, nexts = _forward_pass(cursor, num_frames, with_next)
         if not picked:
             why = "truncated or corrupt" if cursor.failed else "no decodable frame"
-            raise VideoError(f"{why}: no frame could be decoded from {path}")
+            raise VideoError(f"{why}: no frame could be decoded from {os.path.basename(path)}",
+                             detail=str(path))
+        # Repeats (a past-the-end or cached sample) are the same array object: count objects.
+        distinct = len({id(f) for f in picked})
+        if distinct < min(MIN_DISTINCT_FRAMES, num_frames):
+            raise NotAVideo(f"{os.path.basename(path)} is a still image, not a video ({distinct} "
+                            f"distinct frame{'s' if distinct != 1 else ''}; at least "
+                            f"{MIN_DISTINCT_FRAMES} are needed)", detail=str(path))
         if stats is not None:
             stats.update(decoded=cursor.decoded, failed=cursor.failed, size=size)
     finally:

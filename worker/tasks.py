@@ -243,19 +243,35 @@ class JobRun:
             path = Path(self.job["file_path"] or "")
             if not path.is_file():
                 raise FileNotFoundError(f"uploaded file {self.job['source']!r} is no longer stored")
+        from vidclass.frames import check_duration
+
+        # The same cap for every source (downloads were checked as they arrived).
+        check_duration(path, settings.get("MAX_VIDEO_SECONDS"))
         return self._classify_file(classifier, path)
 
     def _download(self, url: str, workdir: Path) -> Path:
-        from vidclass.download import fetch
+        from vidclass import netguard
+        from vidclass.download import DownloadCancelled, fetch
+
+        def progress(fraction: float) -> None:
+            with netguard.unguarded():     # our own database, maybe on a private address
+                self.stage("downloading", 1 + 29 * fraction)
 
         self.stage("downloading", 1, force=True)
         t = time.perf_counter()
-        path = fetch(url, workdir, max_bytes=settings.get("MAX_DOWNLOAD_MB") << 20,
-                     max_seconds=settings.get("MAX_VIDEO_SECONDS"),
-                     timeout=settings.get("DOWNLOAD_TIMEOUT_S"),
-                     retries=settings.get("DOWNLOAD_RETRIES"),
-                     block_private=settings.get("BLOCK_PRIVATE_URLS"),
-                     progress=lambda f: self.stage("downloading", 1 + 29 * f))
+        try:
+            # The heartbeat thread sets self.cancelled when the row says cancelled; fetch then
+            # cuts its connections, so a cancel stops even a download stuck on a slow server.
+            path = fetch(url, workdir, max_bytes=settings.get("MAX_DOWNLOAD_MB") << 20,
+                         max_seconds=settings.get("MAX_VIDEO_SECONDS"),
+                         timeout=settings.get("DOWNLOAD_TIMEOUT_S"),
+                         retries=settings.get("DOWNLOAD_RETRIES"),
+                         block_private=settings.get("BLOCK_PRIVATE_URLS"),
+                         allowed_private=settings.get("ALLOWED_PRIVATE_NETWORKS"),
+                         deadline_s=settings.get("DOWNLOAD_DEADLINE_S"),
+                         cancelled=self.cancelled, progress=progress)
+        except DownloadCancelled:
+            raise JobCancelled() from None
         self.timings["download_s"] = round(time.perf_counter() - t, 4)
         return path
 
@@ -314,8 +330,15 @@ class JobRun:
         _after_final(self.job)
 
 
+# Failures whose message is written for users (no server paths, no library text).
+_CODES = {"VideoError": "bad_video", "NotAVideo": "not_a_video", "TooLong": "too_long",
+          "UnknownVideo": "unknown_video", "NoModelsError": "no_models",
+          "PipelineMismatch": "pipeline_mismatch", "FileNotFoundError": "file_missing",
+          "CheckpointError": "bad_model"}
+
+
 def error_of(exc: BaseException) -> tuple[str, str]:
-    """(stable code, human message) for the reasons a job can fail."""
+    """(stable code, plain message) for the reasons a job can fail; details go to the log."""
     from vidclass.download import DownloadError
 
     if isinstance(exc, DownloadError):
@@ -323,11 +346,14 @@ def error_of(exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, SoftTimeLimitExceeded):
         return "timeout", f"the job ran longer than JOB_TIMEOUT_S={settings.get('JOB_TIMEOUT_S')} s"
     kind = type(exc).__name__
-    codes = {"VideoError": "bad_video", "UnknownVideo": "unknown_video", "NoModelsError": "no_models",
-             "PipelineMismatch": "pipeline_mismatch", "FileNotFoundError": "file_missing",
-             "CheckpointError": "bad_model"}
-    message = str(exc) if kind != "UnknownVideo" else exc.__str__()
-    return codes.get(kind, "internal_error"), message or kind
+    if kind in _CODES:
+        if getattr(exc, "detail", None):
+            log.info("%s: %s", kind, exc.detail)
+        return _CODES[kind], str(exc) or kind
+    # Anything else is a bug or an unforeseen failure: its text may hold paths or library
+    # internals, so users get a sentence and the log gets the traceback.
+    log.error("unexpected %s", kind, exc_info=exc)
+    return "internal_error", "An internal error stopped this job; the worker's log has the details."
 
 
 class _LRU:
@@ -415,7 +441,7 @@ def send_callback(self, job_id: str) -> None:
     """POST the finished job to its callback_url, signed; retried with exponential backoff."""
     import requests
 
-    from vidclass.download import DownloadError, check_public_url
+    from vidclass import netguard
 
     with db_session.session_scope() as s:
         job = s.get(Job, job_id)
@@ -426,21 +452,18 @@ def send_callback(self, job_id: str) -> None:
     secret = settings.get("CALLBACK_SECRET")
     if secret:
         headers["X-Vidclass-Signature"] = sign(body, secret)
-    block_private = settings.get("BLOCK_PRIVATE_URLS")
-    try:
-        if block_private:
-            check_public_url(url)
-        # With the guard on, a redirect is not followed (its target is unchecked): it counts as a failure.
-        response = requests.post(url, data=body, headers=headers, timeout=10, allow_redirects=not block_private)
-        ok, reason = response.status_code < 300, f"HTTP {response.status_code}"
-    except DownloadError as exc:
-        if exc.permanent:            # a blocked address stays blocked: no retries
-            _set_callback_status(job_id, "failed")
-            log.warning("callback of job %s to %s refused: %s", job_id, url, exc)
-            return
-        ok, reason = False, str(exc)
-    except requests.RequestException as exc:
-        ok, reason = False, str(exc)
+    # Every connection of the POST (redirects included) is checked on its resolved address.
+    with netguard.guarded(settings.get("ALLOWED_PRIVATE_NETWORKS"),
+                          block=settings.get("BLOCK_PRIVATE_URLS")) as scope:
+        try:
+            response = requests.post(url, data=body, headers=headers, timeout=10)
+            ok, reason = response.status_code < 300, f"HTTP {response.status_code}"
+        except requests.RequestException as exc:
+            ok, reason = False, str(exc)
+    if scope.blocked:                # a blocked address stays blocked: no retries
+        _set_callback_status(job_id, "failed")
+        log.warning("callback of job %s refused: %s", job_id, netguard.describe(scope.blocked[-1]))
+        return
     if ok:
         _set_callback_status(job_id, "delivered")
         return
