@@ -69,6 +69,15 @@ def test_idempotency_key_returns_the_same_job(api):
     assert first.get_json()["id"] == second.get_json()["id"]
     other = c.post("/api/jobs", json={"url": "https://example.org/a.mp4"}, headers={"Idempotency-Key": "k-2"})
     assert other.get_json()["id"] != first.get_json()["id"]
+    reused = c.post("/api/jobs", json={"url": "https://example.org/b.mp4"}, headers={"Idempotency-Key": "k-1"})
+    assert reused.status_code == 422 and reused.get_json()["code"] == "idempotency_key_reused"
+    # Uploads: the same key with other bytes is a different request too.
+    clip = kit.CLIPS[0].read_bytes()
+    up = lambda data: c.post("/api/jobs", data={"file": (io.BytesIO(data), "u.mp4")},  # noqa: E731
+                             content_type="multipart/form-data", headers={"Idempotency-Key": "k-up"})
+    first_up = up(clip)
+    assert first_up.status_code == 202 and up(clip).get_json()["id"] == first_up.get_json()["id"]
+    assert up(clip + b"x").get_json()["code"] == "idempotency_key_reused"
 
 
 @pytest.mark.parametrize("kwargs, status, code", [
