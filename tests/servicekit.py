@@ -266,7 +266,7 @@ class ApiServer:
             self.kill()
 
 
-def http(method: str, url: str, body=None, headers: dict | None = None, timeout: float = 30):
+def call(method: str, url: str, body=None, headers: dict | None = None, timeout: float = 30):
     """(status, headers, parsed JSON or raw bytes) of one request; HTTP errors are answers too."""
     import urllib.error
     import urllib.request

@@ -29,20 +29,20 @@ def _cli(env, *args):
 
 
 def _submit(api, headers=None, n=0):
-    return kit.http("POST", api["base"] + "/api/jobs", {"url": f"https://example.org/{n}.mp4"}, headers)
+    return kit.call("POST", api["base"] + "/api/jobs", {"url": f"https://example.org/{n}.mp4"}, headers)
 
 
 def test_keys_same_origin_rate_limits_and_revocation(api):
     base, port = api["base"], api["port"]
     # No key exists: open (as `vidclass up` on 127.0.0.1 says), but only to this origin's pages.
-    status, _, health = kit.http("GET", base + "/api/health")
+    status, _, health = kit.call("GET", base + "/api/health")
     assert health["auth"]["keys_required"] is False
     assert _submit(api)[0] == 202
     assert _submit(api, {"Origin": f"http://127.0.0.1:{port}"})[0] == 202
     for evil in ("https://evil.example", "null", f"http://127.0.0.1:{port}.evil.example"):
         status, _, body = _submit(api, {"Origin": evil})
         assert status == 403 and body["code"] == "cross_origin", evil
-    status, _, body = kit.http("POST", base + "/api/batches", {"urls": ["https://e.org/1.mp4"]},
+    status, _, body = kit.call("POST", base + "/api/batches", {"urls": ["https://e.org/1.mp4"]},
                                {"Sec-Fetch-Site": "cross-site"})
     assert status == 403 and body["code"] == "cross_origin"
 
@@ -62,16 +62,16 @@ def test_keys_same_origin_rate_limits_and_revocation(api):
     for bad in ("Bearer vck_nope", "Basic dXNlcjpwYXNz", "Bearer"):
         status, _, body = _submit(api, {"Authorization": bad})
         assert status == 401 and body["code"] == "invalid_api_key", bad
-    assert kit.http("GET", base + "/api/jobs?format=csv")[0] == 401
-    assert kit.http("GET", base + "/api/jobs")[0] == 200
+    assert kit.call("GET", base + "/api/jobs?format=csv")[0] == 401
+    assert kit.call("GET", base + "/api/jobs")[0] == 200
     auth = {"Authorization": f"Bearer {token}"}
     status, _, job = _submit(api, auth)
     assert status == 202
-    assert kit.http("POST", base + f"/api/jobs/{job['id']}/cancel")[0] == 401
-    assert kit.http("POST", base + f"/api/jobs/{job['id']}/cancel", headers=auth)[0] == 200
-    status, _, csv_text = kit.http("GET", base + "/api/jobs?format=csv", headers=auth)
+    assert kit.call("POST", base + f"/api/jobs/{job['id']}/cancel")[0] == 401
+    assert kit.call("POST", base + f"/api/jobs/{job['id']}/cancel", headers=auth)[0] == 200
+    status, _, csv_text = kit.call("GET", base + "/api/jobs?format=csv", headers=auth)
     assert status == 200 and job["id"].encode() in csv_text
-    assert kit.http("GET", base + "/api/health")[2]["auth"]["keys_required"] is True
+    assert kit.call("GET", base + "/api/health")[2]["auth"]["keys_required"] is True
 
     # RATE_LIMIT_PER_MIN=5 a key: 11 requests inside two minute windows at most, so one window
     # sees more than 5 of them.
@@ -93,7 +93,7 @@ def test_keys_same_origin_rate_limits_and_revocation(api):
 
 
 def test_health_shows_versions_not_connection_urls(api):
-    status, _, health = kit.http("GET", api["base"] + "/api/health")
+    status, _, health = kit.call("GET", api["base"] + "/api/health")
     assert status == 200
     assert health["database"]["version"] and health["queue"]["version"] and health["version"]
     text = str(health)

@@ -42,7 +42,7 @@ def test_sigkill_mid_batch_then_retry_loses_and_doubles_nothing(redis_url, tmp_p
 
     def submit():
         try:
-            answer["r"] = kit.http("POST", server.base + "/api/batches", body, key, timeout=60)
+            answer["r"] = kit.call("POST", server.base + "/api/batches", body, key, timeout=60)
         except OSError as exc:              # the connection dies with the process
             answer["error"] = exc
     thread = threading.Thread(target=submit)
@@ -84,14 +84,14 @@ def test_sigkill_mid_batch_then_retry_loses_and_doubles_nothing(redis_url, tmp_p
     # The client retries with the same key: it gets the committed batch, not a second one.
     server = kit.ApiServer(env, log=tmp_path / "api.log").start()
     try:
-        status, _, batch = kit.http("POST", server.base + "/api/batches", body, key, timeout=60)
+        status, _, batch = kit.call("POST", server.base + "/api/batches", body, key, timeout=60)
         assert status == 200 and batch["total"] == N and batch["name"] == "retry me"
-        status, _, again = kit.http("POST", server.base + "/api/batches", body, key, timeout=60)
+        status, _, again = kit.call("POST", server.base + "/api/batches", body, key, timeout=60)
         assert status == 200 and again["id"] == batch["id"]
         assert conn.execute("SELECT count(*) FROM batches").fetchone()[0] == 1
         assert conn.execute("SELECT count(*) FROM jobs").fetchone()[0] == N
         # The same key with another body is a client bug: 422, not the old batch.
-        status, _, err = kit.http("POST", server.base + "/api/batches", {"urls": urls[:10]}, key)
+        status, _, err = kit.call("POST", server.base + "/api/batches", {"urls": urls[:10]}, key)
         assert status == 422 and err["code"] == "idempotency_key_reused"
     finally:
         server.stop()
