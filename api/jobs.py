@@ -183,8 +183,7 @@ def history():
         return _csv_response(session, history_query())
     filtered, sort, order = history_filters()
     per_page = _int_arg("per_page", 50, 1, 500)
-    total = session.execute(select(func.count()).select_from(filtered.subquery())).scalar()
-    body = {"per_page": per_page, "total": total, "pages": (total + per_page - 1) // per_page}
+    body = {"per_page": per_page}
     raw_cursor = request.args.get("cursor")
     if raw_cursor:
         if request.args.get("page"):
@@ -200,10 +199,15 @@ def history():
             raise ApiError(400, "offset_too_large", f"page {page} starts {offset} rows in; the limit is "
                                                     f"{limit} (MAX_HISTORY_OFFSET): walk with `cursor` "
                                                     f"(each page's next_cursor) instead", field="page")
-        rows = session.execute(history_query().limit(per_page + 1).offset(offset)).scalars().all()
+        # Page 1 is the keyset page without a cursor: the same rows, but index range scans (an
+        # ORDER BY ... DESC NULLS LAST cannot use PostgreSQL's ascending index).
+        rows = (keyset_page(session, filtered, sort, order, None, per_page + 1) if offset == 0 else
+                session.execute(history_query().limit(per_page + 1).offset(offset)).scalars().all())
         body["page"] = page
     more = len(rows) > per_page
     rows = rows[:per_page]
+    total = session.execute(select(func.count()).select_from(filtered.subquery())).scalar()
+    body.update(total=total, pages=(total + per_page - 1) // per_page)
     body["next_cursor"] = _encode_cursor(rows[-1], sort, order) if more else None
     return jsonify({"jobs": [j.to_dict() for j in rows], **body})
 
