@@ -4,11 +4,13 @@ from __future__ import annotations
 import csv
 
 from flask import Blueprint, current_app, jsonify, request
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, select
+from sqlalchemy.exc import IntegrityError
 
 from api.errors import ApiError
 from api.store import celery, get_session
-from api.submit import check_url, json_body, url_problem
+from api.submit import (check_key_reuse, check_url, idempotency_key, json_body, mark_published,
+                        request_digest, url_problem)
 from db.models import FINAL, Batch, Job, new_id, new_ids, utcnow
 from worker.enqueue import publish_jobs
 
@@ -104,33 +106,66 @@ def create_batch():
                        invalid_count=invalid_count)
 
     session = get_session()
+    key = idempotency_key()
+    digest = request_digest([v for _, v in lines], name, callback) if key else None
+    if key:
+        existing = _batch_by_key(key)
+        if existing is not None:
+            check_key_reuse(existing.request_hash, digest)
+            return batch_state(existing), 200
     now = utcnow()
     batch = Batch(id=new_id(), name=name[:255] if name else None, created_at=now, total=len(good),
-                  invalid_lines={"count": invalid_count, "lines": invalid})
+                  invalid_lines={"count": invalid_count, "lines": invalid},
+                  idempotency_key=key, request_hash=digest)
     session.add(batch)
-    session.flush()
+    try:
+        session.flush()
+    except IntegrityError:       # the same key, committed meanwhile by a concurrent request
+        session.rollback()
+        existing = _batch_by_key(key)
+        check_key_reuse(existing.request_hash, digest)
+        return batch_state(existing), 200
+    # enqueued_at NULL: the batch and its jobs are committed together, in the outbox; published
+    # right after. If this process dies in between, a worker publishes them within seconds.
     rows = [{"id": job_id, "batch_id": batch.id, "source_kind": "url", "source": url,
-             "status": "queued", "progress": 0, "attempts": 0, "created_at": now, "enqueued_at": now,
+             "status": "queued", "progress": 0, "attempts": 0, "created_at": now, "enqueued_at": None,
              "callback_url": callback, "thumbnails_count": 0} for job_id, url in zip(new_ids(len(good)), good)]
     # One multi-row INSERT per chunk (SQLAlchemy "insertmanyvalues"), then one commit.
     session.connection().execute(insert(Job.__table__), rows)
-    session.commit()
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        existing = _batch_by_key(key) if key else None
+        if existing is None:
+            raise
+        check_key_reuse(existing.request_hash, digest)
+        return batch_state(existing), 200
     try:
         publish_jobs([r["id"] for r in rows], app=celery())
-    except Exception as exc:   # the reconciler publishes rows left with enqueued_at NULL
-        session.execute(update(Job).where(Job.batch_id == batch.id).values(enqueued_at=None))
-        session.commit()
-        current_app.logger.warning("could not publish batch %s: %s", batch.id, exc)
+    except Exception as exc:
+        current_app.logger.warning("could not publish batch %s (the workers' outbox will): %s", batch.id, exc)
+    else:
+        mark_published(Job.batch_id == batch.id)
     return jsonify({**batch.to_dict(), "queued": len(good), "invalid": invalid_count,
                     "status_counts": {"queued": len(good)}, "progress": 0.0}), 202
 
 
+def _batch_by_key(key: str) -> Batch | None:
+    return get_session().execute(select(Batch).where(Batch.idempotency_key == key)).scalar_one_or_none()
+
+
 @bp.get("/<batch_id>")
 def get_batch(batch_id):
-    session = get_session()
-    batch = session.get(Batch, batch_id)
+    batch = get_session().get(Batch, batch_id)
     if batch is None:
         raise ApiError(404, "batch_not_found", f"no batch with id {batch_id!r}")
+    return batch_state(batch)
+
+
+def batch_state(batch: Batch):
+    session = get_session()
+    batch_id = batch.id
     counts = dict(session.execute(select(Job.status, func.count()).where(Job.batch_id == batch_id)
                                   .group_by(Job.status)).all())
     finished = sum(counts.get(s, 0) for s in FINAL)

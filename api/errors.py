@@ -33,7 +33,14 @@ def error_response(http_status: int, code: str, message: str, **extra):
 def register(app) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):
-        return error_response(exc.http_status, exc.code, exc.message, **exc.extra)
+        extra = dict(exc.extra)
+        challenge = extra.pop("www_authenticate", False)
+        response = error_response(exc.http_status, exc.code, exc.message, **extra)
+        if challenge:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="vidclass"'
+        if "retry_after" in extra:
+            response.headers["Retry-After"] = str(extra["retry_after"])
+        return response
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):

@@ -1,34 +1,28 @@
-"""GET /api/health (database, queue, model versions) and Prometheus GET /metrics."""
+"""GET /api/health (database, queue, model versions) and Prometheus GET /metrics.
+
+Health is public, so it shows versions and states, never connection URLs or raw error text
+(which can carry host names and passwords); the detail goes to the log.
+"""
 from __future__ import annotations
 
-import re
+import logging
 import time
 
 from flask import Blueprint, Response, current_app, jsonify
 from sqlalchemy import func, select
 
 import vidclass
-from api.store import celery, fast_call, get_session
+from api import auth
+from api.store import celery, fast_call, get_session, redis_client
 from db import session as db_session
 from db.models import STATUSES, Job
 from worker import celery_app as names
 from worker import health_keys
 
 bp = Blueprint("health", __name__)
+log = logging.getLogger(__name__)
 
-
-def _redact(url: str) -> str:
-    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
-
-
-def _redis():
-    import redis
-
-    clients = current_app.extensions.setdefault("vidclass.redis", {})
-    url = celery().conf.broker_url
-    if url not in clients:
-        clients[url] = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
-    return clients[url]
+_redis = redis_client
 
 
 def _depth(r) -> dict:
@@ -39,25 +33,31 @@ def _depth(r) -> dict:
 @bp.get("/api/health")
 def health():
     url = current_app.config["DATABASE_URL"]
-    database = {"url": _redact(url), "backend": url.split(":", 1)[0]}
+    database = {"backend": url.split(":", 1)[0].split("+", 1)[0]}
+    keys = None
     try:
         database["revision"] = db_session.current_revision(url)
         database["ok"] = database["revision"] is not None
         if not database["ok"]:
             database["error"] = "schema missing: run `vidclass db upgrade`"
+        else:
+            database["version"] = _database_version()
+            keys = auth.keys_required(get_session())
     except Exception as exc:
-        database.update(ok=False, error=str(exc))
-    queue = {"url": _redact(celery().conf.broker_url)}
-    model, workers = None, []
+        log.warning("health: database unavailable: %s", exc)
+        database.update(ok=False, error="database unavailable")
+    queue = {"backend": "redis"}
+    model, workers, supervisor = None, [], None
     try:
         r = _redis()
         queue["version"] = r.info("server").get("redis_version")
         queue["depth"] = _depth(r)
         queue["ok"] = True
         seen = health_keys.read(r)
-        model, workers = seen["model"], seen["workers"]
+        model, workers, supervisor = seen["model"], seen["workers"], seen.get("supervisor")
     except Exception as exc:
-        queue.update(ok=False, error=str(exc))
+        log.warning("health: queue unavailable: %s", exc)
+        queue.update(ok=False, error="queue unavailable")
     if model is None and queue.get("ok"):
         try:     # no worker has written its model yet: ask one over the fast queue
             info = fast_call(names.MODEL_INFO, timeout=2)
@@ -67,8 +67,20 @@ def health():
             model = None
     ok = bool(database.get("ok") and queue.get("ok"))
     body = {"status": "ok" if ok else "degraded", "version": vidclass.__version__,
-            "database": database, "queue": queue, "model": model, "workers": workers}
+            "database": database, "queue": queue, "model": model, "workers": workers,
+            "auth": {"keys_required": keys}}
+    if supervisor is not None:      # under `vidclass up`: restarts of the processes it supervises
+        body["supervisor"] = supervisor
     return jsonify(body), 200 if ok else 503
+
+
+def _database_version() -> str | None:
+    engine = db_session.get_engine(current_app.config["DATABASE_URL"])
+    info = engine.dialect.server_version_info
+    if info is None:
+        with engine.connect():
+            info = engine.dialect.server_version_info
+    return ".".join(str(p) for p in info) if info else None
 
 
 @bp.get("/metrics")

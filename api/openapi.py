@@ -38,6 +38,14 @@ SUBMIT_BODY = {
     },
 }
 
+IDEMPOTENCY = {"name": "Idempotency-Key", "in": "header", "required": False,
+               "schema": {"type": "string", "maxLength": 255},
+               "description": "same key and body -> the same job/batch (200); same key, other body -> "
+                              "422 idempotency_key_reused"}
+# Write and export endpoints: 401 without a valid key once keys are on, 403 cross-site, 429 over
+# RATE_LIMIT_PER_MIN (with Retry-After).
+GUARDED = {"401": ERR, "403": ERR, "429": ERR}
+
 SPEC = {
     "openapi": "3.0.3",
     "info": {"title": "vidclass", "version": vidclass.__version__,
@@ -46,11 +54,10 @@ SPEC = {
     "paths": {
         "/api/jobs": {
             "post": {"summary": "Submit a job (URL, test-set name or upload)",
-                     "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
-                                     "schema": {"type": "string", "maxLength": 255},
-                                     "description": "same key -> the same job (200)"}],
+                     "parameters": [IDEMPOTENCY],
                      "requestBody": SUBMIT_BODY,
-                     "responses": {"202": JOB, "200": JOB, "400": ERR, "404": ERR, "413": ERR, "415": ERR}},
+                     "responses": {"202": JOB, "200": JOB, "400": ERR, "404": ERR, "413": ERR, "415": ERR,
+                                   "422": ERR, **GUARDED}},
             "get": {"summary": "Job history with filters, sort, pages; CSV export",
                     "parameters": [
                         _q("status", {"type": "string"}, "comma-separated statuses"),
@@ -63,21 +70,24 @@ SPEC = {
                         _q("min_confidence", {"type": "number"}, ""),
                         _q("sort", {"type": "string", "enum": ["created_at", "confidence", "label", "status"]}, ""),
                         _q("order", {"type": "string", "enum": ["asc", "desc"]}, "default desc"),
-                        _q("page", {"type": "integer", "minimum": 1}, ""),
+                        _q("page", {"type": "integer", "minimum": 1},
+                           "offset pages, up to MAX_HISTORY_OFFSET rows deep (then 400 offset_too_large)"),
+                        _q("cursor", {"type": "string"}, "keyset page: the next_cursor of the previous "
+                                                         "page (same sort and order); any depth"),
                         _q("per_page", {"type": "integer", "minimum": 1, "maximum": 500}, "default 50"),
                         _q("format", {"type": "string", "enum": ["json", "csv"]}, "csv: every matching row")],
                     "responses": {"200": {"description": "A page of jobs, or CSV", "content": {
                         "application/json": {"schema": _ref("JobPage")},
-                        "text/csv": {"schema": {"type": "string"}}}}, "400": ERR}},
+                        "text/csv": {"schema": {"type": "string"}}}}, "400": ERR, **GUARDED}},
         },
         "/api/jobs/{job_id}": {
             "get": {"summary": "One job", "parameters": [JOB_ID], "responses": {"200": JOB, "404": ERR}}},
         "/api/jobs/{job_id}/cancel": {
             "post": {"summary": "Cancel a queued or running job", "parameters": [JOB_ID],
-                     "responses": {"200": JOB, "404": ERR, "409": ERR}}},
+                     "responses": {"200": JOB, "404": ERR, "409": ERR, **GUARDED}}},
         "/api/jobs/{job_id}/retry": {
             "post": {"summary": "Run a failed or cancelled job again", "parameters": [JOB_ID],
-                     "responses": {"202": JOB, "404": ERR, "409": ERR}}},
+                     "responses": {"202": JOB, "404": ERR, "409": ERR, **GUARDED}}},
         "/api/jobs/{job_id}/thumbnails/{n}.jpg": {
             "get": {"summary": "The n-th sampled-frame thumbnail of a job",
                     "parameters": [JOB_ID, {"name": "n", "in": "path", "required": True,
@@ -86,6 +96,7 @@ SPEC = {
                                   "404": ERR}}},
         "/api/batches": {
             "post": {"summary": "Submit up to MAX_BATCH_URLS URLs (JSON list or text/CSV file)",
+                     "parameters": [IDEMPOTENCY],
                      "requestBody": {"required": True, "content": {
                          "application/json": {"schema": {"type": "object", "required": ["urls"], "properties": {
                              "urls": {"type": "array", "items": {"type": "string"}},
@@ -95,7 +106,8 @@ SPEC = {
                                       "description": "one URL a line; CSV: `url` column or the first"},
                              "name": {"type": "string"}}}}}},
                      "responses": {"202": _json(_ref("Batch"), "The batch; bad lines in invalid_lines"),
-                                   "400": ERR, "413": ERR, "415": ERR}}},
+                                   "200": _json(_ref("Batch"), "The batch made earlier with this Idempotency-Key"),
+                                   "400": ERR, "413": ERR, "415": ERR, "422": ERR, **GUARDED}}},
         "/api/batches/{batch_id}": {
             "get": {"summary": "A batch with counts per status and progress",
                     "parameters": [{"name": "batch_id", "in": "path", "required": True,
@@ -114,9 +126,10 @@ SPEC = {
                                        "seconds to wait for a URL/upload job (default SYNC_WAIT_S)")],
                      "requestBody": SUBMIT_BODY,
                      "responses": {"200": _json(_ref("Result"), "The classification"),
-                                   "202": JOB, "400": ERR, "404": ERR, "422": ERR, "503": ERR}}},
+                                   "202": JOB, "400": ERR, "404": ERR, "422": ERR, "503": ERR, **GUARDED}}},
         "/api/health": {
-            "get": {"summary": "Versions and reachability of database, queue and model",
+            "get": {"summary": "Versions and reachability of database, queue and model; whether API "
+                                "keys are required; `vidclass up`'s restarts (no connection URLs)",
                     "responses": {"200": _json({"type": "object"}, "Healthy"),
                                   "503": _json({"type": "object"}, "Database or queue unreachable")}}},
         "/api/openapi.json": {
@@ -126,7 +139,9 @@ SPEC = {
                     "responses": {"200": {"description": "Prometheus text format",
                                           "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
     },
-    "components": {"schemas": {
+    "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                                  "description": "`vidclass keys create`"}},
+                   "schemas": {
         "Error": {"type": "object", "required": ["code", "message"], "properties": {
             "code": {"type": "string"}, "message": {"type": "string"}}},
         "Job": {"type": "object", "properties": {
@@ -150,7 +165,9 @@ SPEC = {
             "thumbnails": {"type": "array", "items": {"type": "string"}}}},
         "JobPage": {"type": "object", "properties": {
             "jobs": {"type": "array", "items": _ref("Job")}, "page": {"type": "integer"},
-            "per_page": {"type": "integer"}, "total": {"type": "integer"}, "pages": {"type": "integer"}}},
+            "per_page": {"type": "integer"}, "total": {"type": "integer"}, "pages": {"type": "integer"},
+            "next_cursor": {"type": "string", "nullable": True,
+                            "description": "pass as `cursor` for the next page; null on the last"}}},
         "Batch": {"type": "object", "properties": {
             "id": {"type": "string"}, "name": {"type": "string", "nullable": True},
             "created_at": {"type": "string"}, "total": {"type": "integer"},

@@ -31,6 +31,17 @@ def init_app(app) -> None:
     app.extensions["vidclass.celery"] = make_app(app.config["REDIS_URL"] or None)
 
 
+def redis_client():
+    """A redis client on the broker's URL, one per URL and process (health, rate limits)."""
+    import redis
+
+    clients = current_app.extensions.setdefault("vidclass.redis", {})
+    url = celery().conf.broker_url
+    if url not in clients:
+        clients[url] = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    return clients[url]
+
+
 def fast_call(task: str, args=None, timeout: float = 5.0):
     """Call a task on the FAST queue and wait for its answer (raises on timeout)."""
     from worker.celery_app import FAST_QUEUE

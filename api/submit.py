@@ -1,6 +1,7 @@
 """Turning a request into a committed, queued job (shared by /api/jobs and /api/classify)."""
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -120,20 +121,45 @@ def find_by_key(key: str) -> Job | None:
     return get_session().execute(select(Job).where(Job.idempotency_key == key)).scalar_one_or_none()
 
 
+def request_digest(*parts) -> str:
+    """What an Idempotency-Key promises: the same key always comes with this same request."""
+    digest = hashlib.sha256()
+    for part in parts:
+        if hasattr(part, "stream"):              # an upload: its name and bytes
+            digest.update((part.filename or "").encode())
+            for chunk in iter(lambda: part.stream.read(1 << 20), b""):
+                digest.update(chunk)
+            part.stream.seek(0)
+        else:
+            digest.update(json.dumps(part, sort_keys=True, default=str).encode())
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def check_key_reuse(stored_hash: str | None, request_hash: str) -> None:
+    if stored_hash is not None and stored_hash != request_hash:
+        raise ApiError(422, "idempotency_key_reused", "this Idempotency-Key was already used for a "
+                                                      "different request; use a new key")
+
+
 def create_job(kind: str, source: str, *, callback_url=None, idempotency_key=None,
                upload=None) -> tuple[Job, bool]:
     """Commit a queued job, then publish it. Returns (job, created); created False = idempotent hit."""
     session = get_session()
+    digest = None
     if idempotency_key:
+        digest = request_digest(kind, source, callback_url, upload)
         existing = find_by_key(idempotency_key)
         if existing is not None:
+            check_key_reuse(existing.request_hash, digest)
             return existing, False
     job_id = new_id()
     file_path = save_upload(job_id, upload) if upload is not None else None
     now = utcnow()
+    # enqueued_at NULL: in the outbox until publish() hears the broker has it.
     job = Job(id=job_id, source_kind=kind, source=source, file_path=file_path, status="queued",
-              progress=0, attempts=0, created_at=now, enqueued_at=now, callback_url=callback_url,
-              idempotency_key=idempotency_key, thumbnails_count=0)
+              progress=0, attempts=0, created_at=now, enqueued_at=None, callback_url=callback_url,
+              idempotency_key=idempotency_key, request_hash=digest, thumbnails_count=0)
     session.add(job)
     try:
         session.commit()
@@ -144,21 +170,29 @@ def create_job(kind: str, source: str, *, callback_url=None, idempotency_key=Non
         existing = find_by_key(idempotency_key) if idempotency_key else None
         if existing is None:
             raise
+        check_key_reuse(existing.request_hash, digest)
         return existing, False
     publish(job)
     return job, True
 
 
 def publish(job: Job) -> None:
-    """Queue a committed job. If the broker is down the job stays queued with enqueued_at NULL,
-    and the reconciler publishes it when the broker is back."""
+    """Queue a committed job (its row has enqueued_at NULL), then mark it published. If the broker
+    is down, or this process dies first, the row stays NULL and a worker publishes it within
+    OUTBOX_INTERVAL_S (worker/reconcile.py)."""
     try:
         publish_jobs([job.id], app=celery())   # the Celery message, without send_task's overhead
     except Exception as exc:
-        log.warning("could not publish job %s (the reconciler will): %s", job.id, exc)
-        session = get_session()
-        session.execute(update(Job).where(Job.id == job.id).values(enqueued_at=None))
-        session.commit()
+        log.warning("could not publish job %s (the workers' outbox will): %s", job.id, exc)
+        return
+    mark_published(Job.id == job.id)
+    job.enqueued_at = utcnow()
+
+
+def mark_published(where) -> None:
+    session = get_session()
+    session.execute(update(Job).where(where, Job.enqueued_at.is_(None)).values(enqueued_at=utcnow()))
+    session.commit()
 
 
 def save_upload(job_id: str, upload) -> str:

@@ -1,4 +1,5 @@
-"""Job and batch tables. The schema itself is created only by the Alembic migrations."""
+"""Job, batch, API key and callback tables. The schema itself is created only by the Alembic
+migrations."""
 from __future__ import annotations
 
 import os
@@ -59,6 +60,12 @@ class Batch(Base):
     # {"count": N, "lines": [the first INVALID_LINES_KEPT]}; older rows hold a plain list. A JSON
     # value, not a new column, so rejected lines stay bounded without a schema change.
     invalid_lines: Mapped[dict | list] = mapped_column(JSON, default=list)
+    # Idempotency-Key of the POST that made it, and a digest of that request's body: a retry with
+    # the same key and body gets this batch back, the same key with another body a 422.
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    request_hash: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (Index("ux_batches_idempotency_key", "idempotency_key", unique=True),)
 
     def to_dict(self) -> dict:
         stored = self.invalid_lines or []
@@ -92,6 +99,8 @@ class Job(Base):
     error_message: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    # The outbox flag: NULL until the broker has the job's message (the API publishes after its
+    # commit, and the reconciler publishes rows still NULL a few seconds later).
     enqueued_at: Mapped[datetime | None] = mapped_column(DateTime)
     started_at: Mapped[datetime | None] = mapped_column(DateTime)
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime)
@@ -99,17 +108,21 @@ class Job(Base):
     worker: Mapped[str | None] = mapped_column(String(128))     # host:pid running it
     task_id: Mapped[str | None] = mapped_column(String(64))     # Celery task id that owns the run
     idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    request_hash: Mapped[str | None] = mapped_column(String(64))    # see Batch.request_hash
     callback_url: Mapped[str | None] = mapped_column(Text)
     callback_status: Mapped[str | None] = mapped_column(String(32))
     thumbnails_count: Mapped[int] = mapped_column(Integer, default=0)
     thumbnail_paths: Mapped[list | None] = mapped_column(JSON)
 
+    # (sort column, id) for every history sort: keyset pages are index range scans.
     __table_args__ = (
-        Index("ix_jobs_created_at", "created_at"),
+        Index("ix_jobs_created_id", "created_at", "id"),
+        Index("ix_jobs_confidence_id", "confidence", "id"),
+        Index("ix_jobs_label_id", "label", "id"),
+        Index("ix_jobs_status_id", "status", "id"),
         Index("ix_jobs_status_created", "status", "created_at"),
         Index("ix_jobs_label_created", "label", "created_at"),
         Index("ix_jobs_batch_status", "batch_id", "status"),
-        Index("ix_jobs_confidence", "confidence"),
     )
 
     def to_dict(self) -> dict:
@@ -129,6 +142,40 @@ class Job(Base):
             "thumbnails": [f"/api/jobs/{self.id}/thumbnails/{n}.jpg"
                            for n in range(self.thumbnails_count or 0)],
         }
+
+
+class ApiKey(Base):
+    """An API key: only the SHA-256 of the token is stored; the token is shown once, at creation."""
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(255))
+    prefix: Mapped[str] = mapped_column(String(16))            # first characters, to tell keys apart
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+CALLBACK_STATUSES = ("pending", "delivered", "failed")
+
+
+class Callback(Base):
+    """One callback POST owed for one job ending. Written in the transaction that ends the job, so
+    a broker outage at that moment loses nothing; the workers' deliverer sends due ones."""
+    __tablename__ = "callbacks"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    job_id: Mapped[str] = mapped_column(String(36), ForeignKey("jobs.id"), index=True)
+    url: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+    __table_args__ = (Index("ix_callbacks_status_next", "status", "next_attempt_at"),)
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -76,8 +76,12 @@ SETTINGS: tuple[Setting, ...] = (
             "to classify videos from your own network, or `127.0.0.1` for a server on the same "
             "machine."),
     Setting("CALLBACK_SECRET", "", str,
-            "HMAC-SHA256 key signing callback bodies (header X-Vidclass-Signature: sha256=<hex>)."),
-    Setting("CALLBACK_RETRIES", 5, int, "Retries (exponential backoff) of a failed callback POST."),
+            "HMAC-SHA256 key signing callbacks: header X-Vidclass-Signature: sha256=<hex of "
+            "HMAC(secret, timestamp + \".\" + body)>, with the Unix time in X-Vidclass-Timestamp "
+            "(receivers refuse old timestamps to stop replays)."),
+    Setting("CALLBACK_RETRIES", 5, int,
+            "Retries (exponential backoff, at most 5 minutes apart) of a failed callback POST; then "
+            "the callback is `failed`. Callbacks are kept in the database until delivered."),
     Setting("SYNC_WAIT_S", 30, float, "Default wait of POST /api/classify for a URL or upload."),
     Setting("THUMBNAILS_PER_JOB", 4, int, "Sampled frames saved as JPEG thumbnails per job (0 = none)."),
     Setting("HEARTBEAT_S", 5, float, "How often a running job refreshes its heartbeat."),
@@ -85,6 +89,19 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("QUEUED_STALE_S", 900, float,
             "A queued job not picked up for this long is published again (duplicates are no-ops)."),
     Setting("RECONCILE_INTERVAL_S", 10, float, "How often a worker's reconciler looks for lost jobs."),
+    Setting("OUTBOX_INTERVAL_S", 2, float,
+            "How often workers publish jobs the API committed but could not publish (it died or the "
+            "broker was down) and deliver due callbacks."),
+    Setting("VIDCLASS_REQUIRE_KEYS", False, _flag,
+            "1: every write and export endpoint needs `Authorization: Bearer <key>` (keys from "
+            "`vidclass keys create`). Keys are required anyway as soon as one exists. Off: the API "
+            "is open, which only suits 127.0.0.1 (`vidclass up` on another address turns it on)."),
+    Setting("RATE_LIMIT_PER_MIN", 600, int,
+            "Write and export requests per minute and API key (HTTP 429 with Retry-After above; "
+            "0 = no limit). Counted in Redis, so shared by every API process."),
+    Setting("MAX_HISTORY_OFFSET", 10000, int,
+            "Deepest `page` offset (rows) of GET /api/jobs; deeper pages answer 400 "
+            "`offset_too_large`: use the `cursor` (next_cursor) instead."),
     Setting("WORKER_CONCURRENCY", 2, int, "Worker processes of `vidclass worker` / `vidclass up --workers`."),
     Setting("VIDCLASS_MODELS_DIR", "", str, "Ensemble checkpoints (default models_enhanced/)."),
     Setting("VIDCLASS_FEATURES_DIR", "", str, "Test-set features files (default features_enhanced/)."),

@@ -175,7 +175,7 @@ def service_env(tmp: Path, redis_url: str, database_url: str, models_dir: Path, 
         "UPLOAD_DIR": str(tmp / "uploads"), "THUMBNAIL_DIR": str(tmp / "thumbs"),
         "VIDCLASS_MODELS_DIR": str(models_dir), "VIDCLASS_FEATURES_DIR": str(features_dir),
         "VIDCLASS_PROCESSED_DIR": str(tmp / "no-processed"),
-        "RECONCILE_INTERVAL_S": "1", "HEARTBEAT_S": "1", "HEARTBEAT_STALE_S": "20",
+        "RECONCILE_INTERVAL_S": "1", "OUTBOX_INTERVAL_S": "1", "HEARTBEAT_S": "1", "HEARTBEAT_STALE_S": "20",
         "DOWNLOAD_RETRIES": "1", "DOWNLOAD_TIMEOUT_S": "10",
         # The clip servers of the tests are on this machine; the guard stays on for all else.
         "ALLOWED_PRIVATE_NETWORKS": "127.0.0.1,::1",
@@ -218,3 +218,73 @@ def copy_clips(folder: Path) -> dict[str, Path]:
         out[clip.name] = folder / clip.name
     (folder / "notes.txt").write_text("this is not a video\n")
     return out
+
+
+class ApiServer:
+    """`vidclass api` (gunicorn) as a real process on a free port, in its own process group."""
+
+    def __init__(self, env: dict, log: Path | None = None, processes: int = 1):
+        self.env, self.log, self.processes = env, log, processes
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60) -> "ApiServer":
+        import urllib.error
+        import urllib.request
+
+        out = open(self.log, "ab") if self.log else subprocess.DEVNULL
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "vidclass.cli", "api", "--port", str(self.port),
+             "--processes", str(self.processes), "--threads", "4"],
+            cwd=REPO, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+        def up():
+            try:
+                urllib.request.urlopen(self.base + "/api/openapi.json", timeout=2).close()
+                return True
+            except urllib.error.HTTPError:
+                return True
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"the API process exited with {self.proc.returncode}")
+                return False
+        wait_for(up, timeout, interval=0.2, what="the API process to answer")
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group (gunicorn master and workers): no cleanup runs."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self, timeout: float = 20) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+
+def call(method: str, url: str, body=None, headers: dict | None = None, timeout: float = 30):
+    """(status, headers, parsed JSON or raw bytes) of one request; HTTP errors are answers too."""
+    import urllib.error
+    import urllib.request
+
+    data = None
+    headers = dict(headers or {})
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers.setdefault("Content-Type", "application/json")
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            status, hdrs, raw = r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        status, hdrs, raw = e.code, dict(e.headers), e.read()
+    try:
+        return status, hdrs, json.loads(raw)
+    except ValueError:
+        return status, hdrs, raw

@@ -29,12 +29,13 @@ def test_migrations_create_the_schema(database_url):
     assert db_session.current_revision(database_url) is None
     db_session.upgrade(database_url)
     db_session.upgrade(database_url)          # idempotent
-    assert db_session.current_revision(database_url) == "0001"
+    assert db_session.current_revision(database_url) == "0002_keys_outbox_callbacks"
     insp = inspect(db_session.get_engine(database_url))
-    assert {"jobs", "batches", "alembic_version"} <= set(insp.get_table_names())
+    assert {"jobs", "batches", "api_keys", "callbacks", "alembic_version"} <= set(insp.get_table_names())
     indexes = {i["name"] for i in insp.get_indexes("jobs")}
-    assert {"ix_jobs_created_at", "ix_jobs_status_created", "ix_jobs_label_created",
-            "ix_jobs_batch_status", "ix_jobs_confidence"} <= indexes
+    # (sort column, id) for every history sort, for keyset pages.
+    assert {"ix_jobs_created_id", "ix_jobs_confidence_id", "ix_jobs_label_id", "ix_jobs_status_id",
+            "ix_jobs_status_created", "ix_jobs_label_created", "ix_jobs_batch_status"} <= indexes
     columns = {c["name"] for c in insp.get_columns("jobs")}
     for needed in ("batch_id", "source_kind", "source", "status", "progress", "stage_timings", "label",
                    "confidence", "probabilities", "subcategory", "member_probabilities", "agreement",

@@ -32,7 +32,14 @@ def _children(pid):
     return [int(p) for p in out.stdout.split()]
 
 
-def test_up_serves_jobs_and_stops_cleanly_on_ctrl_c(assets, tmp_path):  # noqa: F811
+def _cmdline(pid):
+    try:
+        return open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def test_up_serves_jobs_survives_a_killed_worker_and_stops_cleanly_on_ctrl_c(assets, tmp_path):  # noqa: F811
     port = kit.free_port()
     env = kit.service_env(tmp_path, "", f"sqlite:///{tmp_path / 'up.db'}", assets["tmp"] / "models",
                           assets["tmp"] / "features")
@@ -50,8 +57,8 @@ def test_up_serves_jobs_and_stops_cleanly_on_ctrl_c(assets, tmp_path):  # noqa: 
             except OSError:
                 return None
         health = kit.wait_for(healthy, 120, what="vidclass up to be healthy")
-        assert health["database"]["revision"] == "0001"      # migrations ran at start-up
-        assert health["queue"]["url"].startswith("redis://127.0.0.1:")
+        assert health["database"]["revision"] == "0002_keys_outbox_callbacks"   # migrations ran
+        assert health["queue"]["ok"] and "url" not in health["queue"] and "url" not in health["database"]
         status, job = _post(f"{base}/api/jobs", {"url": server.url(kit.CLIPS[0].name)})
         assert status == 202
 
@@ -60,8 +67,25 @@ def test_up_serves_jobs_and_stops_cleanly_on_ctrl_c(assets, tmp_path):  # noqa: 
             return j if j["status"] in ("done", "failed") else None
         final = kit.wait_for(done, 120, what="job via vidclass up")
         assert final["status"] == "done", final
+
+        # SIGKILL the jobs worker's Celery main process: the API keeps answering, the supervisor
+        # restarts the worker (reported in health) and a job submitted afterwards completes.
+        worker_pid = next(p for p in _children(proc.pid) if "jobs@" in _cmdline(p))
+        os.kill(worker_pid, signal.SIGKILL)
+        time.sleep(1)
+        assert _get(f"{base}/api/health")[0] == 200
+        status, job = _post(f"{base}/api/jobs", {"url": server.url(kit.CLIPS[1].name)})
+        assert status == 202
+        restarted = kit.wait_for(lambda: (_get(f"{base}/api/health")[1].get("supervisor") or {})
+                                 .get("worker", {}).get("restarts", 0) >= 1 and
+                                 _get(f"{base}/api/health")[1]["supervisor"]["worker"], 30,
+                                 what="health to report the worker restart")
+        assert restarted["last_exit_code"] == -9 and restarted["running"]
+        final = kit.wait_for(done, 180, what="a job submitted after the worker was killed")
+        assert final["status"] == "done", final
+        assert proc.poll() is None, "vidclass up stopped when its worker died"
         children = _children(proc.pid)
-        assert len(children) >= 4          # redis, two workers, gunicorn
+        assert worker_pid not in children and len(children) >= 4   # redis, two workers, gunicorn
     finally:
         proc.send_signal(signal.SIGINT)
         try:

@@ -251,7 +251,10 @@ def test_finished_job_calls_back_signed(service):
         job_id = r.get_json()["id"]
         kit.wait_for(lambda: len(received) >= 2, 120, what="the callback to be retried and delivered")
         headers, body = received[-1]
-        expected = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+        # Signed over timestamp + "." + body: a receiver can refuse old (replayed) requests.
+        stamp = headers["X-Vidclass-Timestamp"]
+        assert abs(int(stamp) - time.time()) < 300
+        expected = "sha256=" + hmac.new(SECRET.encode(), stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
         assert headers["X-Vidclass-Signature"] == expected
         payload = json.loads(body)
         assert payload["id"] == job_id and payload["status"] == "done" and payload["label"] in CLASS_NAMES

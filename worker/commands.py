@@ -1,4 +1,4 @@
-"""Service commands of the `vidclass` CLI: db upgrade, worker, api, up.
+"""Service commands of the `vidclass` CLI: db upgrade, keys, worker, api, up.
 
 The core CLI finds `register` through the `vidclass.commands` entry point. Imports stay inside
 the command functions so `vidclass --help` does not load Flask or Celery.
@@ -20,6 +20,20 @@ def register(subparsers) -> None:
     up = db_sub.add_parser("upgrade", help="apply the migrations to DATABASE_URL")
     up.add_argument("--database-url", help="default: DATABASE_URL or instance/vidclass.db")
     up.set_defaults(func=cmd_db_upgrade)
+
+    k = subparsers.add_parser("keys", help="API keys (write and export endpoints need one once any exists)")
+    k_sub = k.add_subparsers(dest="keys_command", required=True)
+    kc = k_sub.add_parser("create", help="create a key and print it (shown only this once)")
+    kc.add_argument("--name", default="", help="what the key is for")
+    kc.set_defaults(func=cmd_keys_create)
+    kl = k_sub.add_parser("list", help="list keys (never the keys themselves)")
+    kl.add_argument("--all", action="store_true", help="include revoked keys")
+    kl.set_defaults(func=cmd_keys_list)
+    kr = k_sub.add_parser("revoke", help="revoke a key by its id or shown prefix")
+    kr.add_argument("key", help="id (or its start) or prefix, as `vidclass keys list` shows")
+    kr.set_defaults(func=cmd_keys_revoke)
+    for p in (kc, kl, kr):
+        p.add_argument("--database-url", help="default: DATABASE_URL or instance/vidclass.db")
 
     w = subparsers.add_parser("worker", help="run a Celery worker (jobs and fast queues)")
     w.add_argument("--concurrency", "-c", type=int, default=None,
@@ -50,6 +64,55 @@ def cmd_db_upgrade(args) -> int:
 
     session.upgrade(args.database_url)
     print(f"database at revision {session.current_revision(args.database_url)}")
+    return 0
+
+
+def cmd_keys_create(args) -> int:
+    from api import auth
+    from db import session
+
+    session.upgrade(args.database_url)
+    with session.session_scope(args.database_url) as s:
+        key, token = auth.create_key(s, args.name)
+        key_id = key.id
+    print(token)
+    print(f"key {key_id} created; it is shown only now. Send it as `Authorization: Bearer <key>`. "
+          f"Write and export endpoints now need a key.", file=sys.stderr)
+    return 0
+
+
+def cmd_keys_list(args) -> int:
+    from sqlalchemy import select
+
+    from db import session
+    from db.models import ApiKey
+
+    session.upgrade(args.database_url)
+    with session.session_scope(args.database_url) as s:
+        keys = s.execute(select(ApiKey).order_by(ApiKey.created_at)).scalars().all()
+        print(f"{'id':36}  {'prefix':10}  {'created':19}  {'last used':19}  {'state':7}  name")
+        for k in keys:
+            if k.revoked_at and not args.all:
+                continue
+            when = lambda t: t.isoformat(sep=" ", timespec="seconds") if t else "-"  # noqa: E731
+            print(f"{k.id:36}  {k.prefix:10}  {when(k.created_at):19}  {when(k.last_used_at):19}  "
+                  f"{'revoked' if k.revoked_at else 'active':7}  {k.name}")
+    return 0
+
+
+def cmd_keys_revoke(args) -> int:
+    from api import auth
+    from db import session
+    from db.models import utcnow
+
+    session.upgrade(args.database_url)
+    with session.session_scope(args.database_url) as s:
+        found = [k for k in auth.find_key(s, args.key) if k.revoked_at is None]
+        if len(found) != 1:
+            print(f"{len(found)} active keys match {args.key!r}; give more of the id", file=sys.stderr)
+            return 1
+        found[0].revoked_at = utcnow()
+        print(f"key {found[0].id} revoked")
     return 0
 
 
@@ -114,10 +177,78 @@ def start_embedded_redis(port: int | None = None, workdir: str | os.PathLike | N
             time.sleep(0.05)
 
 
+class Supervised:
+    """One child of `vidclass up`, restarted with exponential backoff when it dies on its own."""
+
+    STABLE_S = 60.0        # a child that ran this long before dying starts a fresh backoff
+
+    def __init__(self, name: str, start):
+        self.name, self._start = name, start
+        self.proc: subprocess.Popen | None = None
+        self.restarts, self.failures = 0, 0
+        self.last_exit: int | None = None
+        self.last_exit_at: float | None = None
+        self.started_at = 0.0
+        self.restart_at: float | None = None
+
+    def start(self) -> None:
+        self.proc = self._start()
+        self.started_at = time.monotonic()
+        self.restart_at = None
+
+    def check(self, now: float) -> None:
+        """Notice a death and schedule the restart; restart when its backoff has passed."""
+        if self.restart_at is not None:
+            if now >= self.restart_at:
+                self.restarts += 1
+                print(f"restarting {self.name} (restart {self.restarts})", file=sys.stderr, flush=True)
+                try:
+                    self.start()
+                except Exception as exc:      # e.g. its port still taken: back off and try again
+                    self.failures += 1
+                    self.restart_at = now + min(60.0, 2.0 ** (self.failures - 1))
+                    print(f"{self.name} did not start: {exc}", file=sys.stderr, flush=True)
+            return
+        if self.proc is None or self.proc.poll() is None:
+            return
+        self.last_exit, self.last_exit_at = self.proc.returncode, time.time()
+        # Its own pool processes may outlive it (a SIGKILLed Celery parent cannot stop them): they
+        # share its process group, so end them before a new worker starts.
+        _kill_group(self.proc.pid)
+        self.failures = 1 if now - self.started_at >= self.STABLE_S else self.failures + 1
+        delay = min(60.0, 2.0 ** (self.failures - 1))
+        self.restart_at = now + delay
+        print(f"{self.name} exited with code {self.last_exit}; restarting in {delay:g} s",
+              file=sys.stderr, flush=True)
+
+    def state(self) -> dict:
+        return {"running": self.proc is not None and self.proc.poll() is None,
+                "restarts": self.restarts, "last_exit_code": self.last_exit,
+                "last_exit_at": self.last_exit_at}
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def cmd_up(args) -> int:
     from db import session, settings
 
-    children: list[tuple[str, subprocess.Popen]] = []
+    children: list[Supervised] = []
     env = dict(os.environ)
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     stopping = {"signal": None}
@@ -127,32 +258,57 @@ def cmd_up(args) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    # Each child in its own process group: a dead worker's orphaned pool processes can be ended
+    # together, and Ctrl-C reaches only us (we stop the children in order).
+    def spawn(argv):
+        return lambda: subprocess.Popen(argv, env=env, start_new_session=True)
+
     try:
         if not settings.get("REDIS_URL"):
-            proc, url = start_embedded_redis(workdir=settings.INSTANCE_DIR)
-            children.append(("redis", proc))
+            port = free_port()
+            url = f"redis://127.0.0.1:{port}/0"
+            redis_child = Supervised("redis", lambda: start_embedded_redis(port, settings.INSTANCE_DIR)[0])
+            redis_child.start()
+            children.append(redis_child)
             env["REDIS_URL"] = os.environ["REDIS_URL"] = url
             print(f"embedded Redis on {url}", flush=True)
         session.upgrade()
         print(f"database {session.database_url()} at revision {session.current_revision()}", flush=True)
+        if not _is_loopback(args.host) and not os.environ.get("VIDCLASS_REQUIRE_KEYS"):
+            env["VIDCLASS_REQUIRE_KEYS"] = "1"      # reachable from the network: never open by default
         workers = args.workers or settings.get("WORKER_CONCURRENCY")
-        children.append(("worker", subprocess.Popen(
-            worker_argv(workers, "jobs,fast", "jobs@%h", "info"), env=env)))
+        children.append(Supervised("worker", spawn(worker_argv(workers, "jobs,fast", "jobs@%h", "info"))))
         # A separate one-process worker keeps the fast queue answering while long jobs run.
-        children.append(("fast-worker", subprocess.Popen(
-            worker_argv(1, "fast", "fast@%h", "info"), env=env)))
-        children.append(("api", subprocess.Popen(api_argv(args.host, args.port, 2, 4), env=env)))
+        children.append(Supervised("fast-worker", spawn(worker_argv(1, "fast", "fast@%h", "info"))))
+        children.append(Supervised("api", spawn(api_argv(args.host, args.port, 2, 4))))
+        for child in children:
+            if child.proc is None:
+                child.start()
         print(f"vidclass is up: http://{args.host}:{args.port}/  (Ctrl-C stops it)", flush=True)
+        print(_keys_message(env, args), flush=True)
+        from worker import health_keys
+
+        last_report = 0.0
         while stopping["signal"] is None:
-            for name, proc in children:
-                if proc.poll() is not None:
-                    print(f"{name} exited with code {proc.returncode}; stopping", file=sys.stderr, flush=True)
-                    stopping["signal"] = -1
-                    break
+            now = time.monotonic()
+            for child in children:
+                child.check(now)
+            if now - last_report >= 2:
+                health_keys.publish_supervisor({c.name: c.state() for c in children}, ttl_s=30)
+                last_report = now
             time.sleep(0.5)
     finally:
-        _stop_all(children)
+        _stop_all([(c.name, c.proc) for c in children if c.proc is not None])
     return 0 if stopping["signal"] in (signal.SIGINT, signal.SIGTERM) else 1
+
+
+def _keys_message(env: dict, args) -> str:
+    from api.auth import keys_required_offline
+
+    if keys_required_offline(env.get("VIDCLASS_REQUIRE_KEYS")):
+        return "API keys: required for writes and exports (`vidclass keys create` makes one)"
+    return (f"API keys: not required: anyone who can reach {args.host}:{args.port} can submit, cancel "
+            f"and export (fine on 127.0.0.1; `vidclass keys create` or VIDCLASS_REQUIRE_KEYS=1 closes it)")
 
 
 def _stop_all(children, grace_s: float = 15.0) -> None:

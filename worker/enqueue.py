@@ -28,11 +28,6 @@ def publish_job(job_id: str, app=None) -> None:
     app.send_task(names.PROCESS_JOB, args=[job_id], queue=names.JOBS_QUEUE)
 
 
-def publish_callback(job_id: str, app=None) -> None:
-    app = app or names.app
-    app.send_task(names.SEND_CALLBACK, args=[job_id], queue=names.JOBS_QUEUE)
-
-
 def publish_jobs(job_ids, app=None, chunk: int = 2000) -> int:
     """Publish process_job for every id; returns how many were published."""
     app = app or names.app

@@ -37,9 +37,18 @@ def beat_worker(hostname: str, ttl_s: float) -> None:
                  ex=max(1, int(ttl_s)))
 
 
+def publish_supervisor(state: dict, ttl_s: float = 30) -> None:
+    """`vidclass up` reports the processes it supervises (restarts, last exit); expires with it."""
+    try:
+        client().set(key("supervisor"), json.dumps(state), ex=max(1, int(ttl_s)))
+    except Exception:
+        pass
+
+
 def read(redis_client) -> dict:
-    """{'model': {...} or None, 'workers': [hostname, ...]} as the API reports it."""
-    raw = redis_client.get(key("model"))
+    """{'model': {...} or None, 'workers': [hostname, ...], 'supervisor': {...} or None}."""
+    raw, sup = redis_client.mget([key("model"), key("supervisor")])
     prefix = key("worker:")
     workers = sorted(k.decode()[len(prefix):] for k in redis_client.scan_iter(prefix + "*"))
-    return {"model": json.loads(raw) if raw else None, "workers": workers}
+    return {"model": json.loads(raw) if raw else None, "workers": workers,
+            "supervisor": json.loads(sup) if sup else None}

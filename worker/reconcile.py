@@ -1,8 +1,11 @@
 """The reconciler: the database is the source of truth, the broker may lose messages.
 
-It re-publishes
+Every OUTBOX_INTERVAL_S it publishes the outbox: queued jobs the API committed but never saw
+published (enqueued_at NULL: the API died between commit and publish, or the broker was down).
+
+Every RECONCILE_INTERVAL_S it re-publishes
   * running jobs whose heartbeat is older than HEARTBEAT_STALE_S (their worker vanished),
-  * queued jobs that were never published (enqueued_at NULL: the broker was down at submit time),
+  * queued jobs that were never published (as above),
   * every queued job when the broker lost its data (Redis restarted without persistence): detected
     by a marker key that disappears with the data,
   * queued jobs not picked up for QUEUED_STALE_S (any other lost message).
@@ -33,6 +36,10 @@ log = logging.getLogger(__name__)
 
 
 UPLOAD_SWEEP_INTERVAL_S = 300
+# The API publishes right after its commit; rows younger than this are probably being published
+# by it now (a duplicate would be harmless, but 10,000 of them are not free).
+OUTBOX_GRACE_S = 2.0
+OUTBOX_CHUNK = 5000
 
 _thread: threading.Thread | None = None
 _stop = threading.Event()
@@ -53,21 +60,21 @@ def reconcile_once(redis_client, now=None) -> dict:
             Job.status.in_(RUNNING),
             or_(Job.heartbeat_at < stale_beat, Job.heartbeat_at.is_(None)))).scalars().all()
         if dead:
-            # Back to queued: the next claim() starts it afresh and counts the attempt.
+            # Back to queued, in the outbox until published: the next claim() starts it afresh
+            # and counts the attempt.
             s.execute(update(Job).where(Job.id.in_(dead), Job.status.in_(RUNNING),
                                         or_(Job.heartbeat_at < stale_beat, Job.heartbeat_at.is_(None)))
-                      .values(status="queued", task_id=None, enqueued_at=now))
+                      .values(status="queued", task_id=None, enqueued_at=None))
         queued_filter = [Job.status == "queued"]
         if not broker_lost:
             queued_filter.append(or_(Job.enqueued_at.is_(None), Job.enqueued_at < stale_queue))
         lost = s.execute(select(Job.id).where(*queued_filter).order_by(Job.created_at)).scalars().all()
         lost = [j for j in lost if j not in set(dead)]
-        if lost:
-            for start in range(0, len(lost), 500):
-                s.execute(update(Job).where(Job.id.in_(lost[start:start + 500])).values(enqueued_at=now))
     ids = list(dead) + list(lost)
     if ids:
+        # Published first, marked after: if publishing fails the rows stay in the outbox.
         publish_jobs(ids)
+        _mark_published(ids, now)
         log.warning("reconciler re-published %d stale running and %d lost queued job(s)%s",
                     len(dead), len(lost), " (broker lost its data)" if broker_lost else "")
     if broker_lost:
@@ -79,6 +86,32 @@ def reconcile_once(redis_client, now=None) -> dict:
                                  ex=UPLOAD_SWEEP_INTERVAL_S)
     counts["uploads_deleted"] = delete_expired_uploads(now) if sweep_due else 0
     return counts
+
+
+def _mark_published(ids: list[str], now) -> None:
+    with db_session.session_scope() as s:
+        for start in range(0, len(ids), 500):
+            s.execute(update(Job).where(Job.id.in_(ids[start:start + 500]), Job.status == "queued")
+                      .values(enqueued_at=now))
+
+
+def publish_outbox(redis_client, now=None) -> int | None:
+    """Publish queued jobs whose rows say "not yet published"; how many (None: another node's turn)."""
+    interval = settings.get("OUTBOX_INTERVAL_S")
+    if not redis_client.set(health_keys.key("outbox-lock"), uuid.uuid4().hex, nx=True,
+                            px=max(100, int(interval * 900))):
+        return None
+    now = now or utcnow()
+    with db_session.session_scope() as s:
+        ids = s.execute(select(Job.id).where(
+            Job.status == "queued", Job.enqueued_at.is_(None),
+            Job.created_at < now - timedelta(seconds=OUTBOX_GRACE_S))
+            .order_by(Job.created_at).limit(OUTBOX_CHUNK)).scalars().all()
+    if ids:
+        publish_jobs(ids)
+        _mark_published(list(ids), now)
+        log.warning("published %d job(s) the API had committed but not published", len(ids))
+    return len(ids)
 
 
 def delete_expired_uploads(now, batch: int = 500) -> int:
@@ -109,17 +142,24 @@ def delete_expired_uploads(now, batch: int = 500) -> int:
 
 
 def loop(hostname: str) -> None:
+    import time
+
     interval = settings.get("RECONCILE_INTERVAL_S")
+    tick = min(interval, settings.get("OUTBOX_INTERVAL_S"))
     redis_client = None
+    next_full = 0.0
     while not _stop.is_set():
         try:
             redis_client = redis_client or health_keys.client()
-            health_keys.beat_worker(hostname, ttl_s=interval * 3 + 5)
-            reconcile_once(redis_client)
+            publish_outbox(redis_client)
+            if time.monotonic() >= next_full:
+                health_keys.beat_worker(hostname, ttl_s=interval * 3 + 5)
+                reconcile_once(redis_client)
+                next_full = time.monotonic() + interval
         except Exception as exc:     # Redis or the db down: keep trying, that is the point
             log.warning("reconciler pass failed: %s", exc)
             redis_client = None
-        _stop.wait(interval)
+        _stop.wait(tick)
 
 
 def start_thread(hostname: str) -> None:
@@ -129,7 +169,13 @@ def start_thread(hostname: str) -> None:
     _stop.clear()
     _thread = threading.Thread(target=loop, args=(hostname,), daemon=True, name="vidclass-reconciler")
     _thread.start()
+    from worker import callbacks
+
+    callbacks.start_thread()
 
 
 def stop_thread() -> None:
+    from worker import callbacks
+
     _stop.set()
+    callbacks.stop_thread()

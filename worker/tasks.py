@@ -11,7 +11,6 @@ a job someone else is running right now is dropped.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import logging
 import os
@@ -30,6 +29,7 @@ from sqlalchemy import select, update
 from db import session as db_session
 from db import settings
 from db.models import FINAL, RUNNING, Job, utcnow
+from worker import callbacks
 from worker import celery_app as names
 from worker import health_keys
 from worker.celery_app import app
@@ -145,12 +145,11 @@ def claim(job_id: str, task_id: str) -> dict | None:
                                              Job.attempts == seen_attempts).values(**values))
         if result.rowcount != 1:
             return None
-        snapshot = dict(id=job.id, source_kind=job.source_kind, source=job.source,
-                        file_path=job.file_path, callback_url=job.callback_url, task_id=task_id)
-    if not claimed:
-        _after_final(snapshot)
-        return None
-    return snapshot
+        if not claimed:
+            callbacks.record(s, job.id, job.callback_url)
+            return None
+        return dict(id=job.id, source_kind=job.source_kind, source=job.source,
+                    file_path=job.file_path, callback_url=job.callback_url, task_id=task_id)
 
 
 class JobRun:
@@ -168,11 +167,13 @@ class JobRun:
         self._status = None
 
     # -- state updates (all guarded by task_id so a superseded run cannot write)
-    def _update(self, **values) -> None:
+    def _update(self, final: bool = False, **values) -> None:
         with db_session.session_scope() as s:
             res = s.execute(update(Job).where(Job.id == self.id, Job.task_id == self.task_id,
                                               Job.status.in_(RUNNING)).values(**values))
             if res.rowcount == 1:
+                if final:   # the callback is owed in the same commit that ends the job
+                    callbacks.record(s, self.id, self.job.get("callback_url"))
                 return
             status = s.execute(select(Job.status).where(Job.id == self.id)).scalar()
         if status == "cancelled":
@@ -311,7 +312,7 @@ class JobRun:
         pipeline = result.get("pipeline")
         pipeline_version = (hashlib.sha256(json.dumps(pipeline, sort_keys=True).encode()).hexdigest()[:12]
                             if pipeline else None)
-        self._update(status="done", progress=100, finished_at=utcnow(), heartbeat_at=utcnow(),
+        self._update(final=True, status="done", progress=100, finished_at=utcnow(), heartbeat_at=utcnow(),
                      label=result["label"], confidence=result["confidence"],
                      probabilities=result["probabilities"], member_probabilities=result.get("members"),
                      agreement=result.get("agreement"), subcategory=result.get("subcategory"),
@@ -321,13 +322,11 @@ class JobRun:
                      thumbnail_paths=[str(p) for p in thumbs])
         if self.job["source_kind"] == "upload" and self.job.get("file_path"):
             Path(self.job["file_path"]).unlink(missing_ok=True)   # kept until done, for retries
-        _after_final(self.job)
 
     def _fail(self, code: str, message: str) -> None:
         log.info("job %s failed: %s: %s", self.id, code, message)
-        self._update(status="failed", finished_at=utcnow(), error_code=code,
+        self._update(final=True, status="failed", finished_at=utcnow(), error_code=code,
                      error_message=message[:2000], stage_timings=dict(self.timings))
-        _after_final(self.job)
 
 
 # Failures whose message is written for users (no server paths, no library text).
@@ -420,64 +419,17 @@ def save_thumbnails(job_id: str, frames) -> list[Path]:
     return paths
 
 
-def _after_final(job: dict) -> None:
-    if job.get("callback_url"):
-        try:
-            from worker.enqueue import publish_callback
-
-            publish_callback(job["id"])
-        except Exception as exc:
-            log.warning("could not queue the callback of job %s: %s", job["id"], exc)
-
-
 # ---------------------------------------------------------------- callbacks
 
-def sign(body: bytes, secret: str) -> str:
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
-
-@app.task(name=names.SEND_CALLBACK, bind=True, ignore_result=True, max_retries=None)
-def send_callback(self, job_id: str) -> None:
-    """POST the finished job to its callback_url, signed; retried with exponential backoff."""
-    import requests
-
-    from vidclass import netguard
-
+@app.task(name=names.SEND_CALLBACK, ignore_result=True)
+def send_callback(job_id: str) -> None:
+    """Messages queued by an older version: callbacks now live in the database (worker/callbacks.py),
+    so this only makes sure the job's callback is owed there."""
     with db_session.session_scope() as s:
         job = s.get(Job, job_id)
-        if job is None or not job.callback_url:
+        if job is None or not job.callback_url or job.callback_status in ("delivered", "failed", "pending"):
             return
-        url, body = job.callback_url, json.dumps(job.to_dict(), sort_keys=True).encode()
-    headers = {"Content-Type": "application/json", "X-Vidclass-Job": job_id}
-    secret = settings.get("CALLBACK_SECRET")
-    if secret:
-        headers["X-Vidclass-Signature"] = sign(body, secret)
-    # Every connection of the POST (redirects included) is checked on its resolved address.
-    with netguard.guarded(settings.get("ALLOWED_PRIVATE_NETWORKS"),
-                          block=settings.get("BLOCK_PRIVATE_URLS")) as scope:
-        try:
-            response = requests.post(url, data=body, headers=headers, timeout=10)
-            ok, reason = response.status_code < 300, f"HTTP {response.status_code}"
-        except requests.RequestException as exc:
-            ok, reason = False, str(exc)
-    if scope.blocked:                # a blocked address stays blocked: no retries
-        _set_callback_status(job_id, "failed")
-        log.warning("callback of job %s refused: %s", job_id, netguard.describe(scope.blocked[-1]))
-        return
-    if ok:
-        _set_callback_status(job_id, "delivered")
-        return
-    if self.request.retries >= settings.get("CALLBACK_RETRIES"):
-        _set_callback_status(job_id, "failed")
-        log.warning("callback of job %s to %s failed for good: %s", job_id, url, reason)
-        return
-    _set_callback_status(job_id, f"retrying ({self.request.retries + 1})")
-    raise self.retry(countdown=min(300, 2 ** self.request.retries))
-
-
-def _set_callback_status(job_id: str, status: str) -> None:
-    with db_session.session_scope() as s:
-        s.execute(update(Job).where(Job.id == job_id).values(callback_status=status))
+        callbacks.record(s, job.id, job.callback_url)
 
 
 # ---------------------------------------------------------------- the fast queue

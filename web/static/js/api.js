@@ -23,8 +23,32 @@ async function errorFromResponse(response) {
   return new ApiError(code, message, response.status, err);
 }
 
+// The API key (when the server asks for one) lives in this browser's localStorage and goes out as
+// `Authorization: Bearer` on every request. A 401 asking for a key fires "vidclass:need-key".
+const KEY_STORAGE = "vidclass.apiKey";
+
+export function apiKey() {
+  try { return localStorage.getItem(KEY_STORAGE) || ""; } catch (_) { return ""; }
+}
+
+export function setApiKey(key) {
+  try {
+    if (key) localStorage.setItem(KEY_STORAGE, key); else localStorage.removeItem(KEY_STORAGE);
+  } catch (_) { /* storage disabled: the key lasts until reload */ }
+}
+
+export function authHeaders() {
+  const key = apiKey();
+  return key ? { Authorization: `Bearer ${key}` } : {};
+}
+
+function noteAuthError(err) {
+  if (err.status === 401) window.dispatchEvent(new CustomEvent("vidclass:need-key", { detail: err }));
+  return err;
+}
+
 export async function request(method, path, body) {
-  const init = { method, headers: { Accept: "application/json" }, credentials: "same-origin" };
+  const init = { method, headers: { Accept: "application/json", ...authHeaders() }, credentials: "same-origin" };
   if (body instanceof FormData) {
     init.body = body;
   } else if (body !== undefined) {
@@ -37,7 +61,7 @@ export async function request(method, path, body) {
   } catch (e) {
     throw new ApiError("network_error", "Cannot reach the vidclass server.", 0);
   }
-  if (!response.ok) throw await errorFromResponse(response);
+  if (!response.ok) throw noteAuthError(await errorFromResponse(response));
   if (response.status === 204) return null;
   return response.json();
 }
@@ -52,6 +76,7 @@ export function uploadForm(path, formData, onProgress) {
   const promise = new Promise((resolve, reject) => {
     xhr.open("POST", path);
     xhr.setRequestHeader("Accept", "application/json");
+    for (const [name, value] of Object.entries(authHeaders())) xhr.setRequestHeader(name, value);
     xhr.responseType = "text";
     xhr.upload.onprogress = (ev) => onProgress && onProgress(ev.lengthComputable ? ev.loaded / ev.total : null);
     xhr.upload.onload = () => onProgress && onProgress(1);
@@ -65,8 +90,8 @@ export function uploadForm(path, formData, onProgress) {
         return;
       }
       const err = body && (body.error && typeof body.error === "object" ? body.error : body);
-      reject(new ApiError((err && err.code) || `http_${xhr.status}`,
-        (err && err.message) || `Upload failed (${xhr.status}).`, xhr.status, err));
+      reject(noteAuthError(new ApiError((err && err.code) || `http_${xhr.status}`,
+        (err && err.message) || `Upload failed (${xhr.status}).`, xhr.status, err)));
     };
     xhr.send(formData);
   });
@@ -82,4 +107,18 @@ export function query(params) {
   }
   const s = qs.toString();
   return s ? `?${s}` : "";
+}
+
+// A download that needs the key: links cannot send headers, so fetch it and save the blob.
+export async function downloadWithKey(path, filename) {
+  const response = await fetch(path, { headers: authHeaders(), credentials: "same-origin" });
+  if (!response.ok) throw noteAuthError(await errorFromResponse(response));
+  const url = URL.createObjectURL(await response.blob());
+  const a = document.createElement("a");
+  a.href = url;
+  a.download = filename;
+  document.body.appendChild(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
 }

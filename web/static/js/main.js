@@ -1,6 +1,6 @@
 // Entry point: wires the views together. Two views, chosen by the URL hash (#classify, #history),
 // so links such as "#history?batch=3" open History with a filter and Back works.
-import { getJSON } from "./api.js";
+import { getJSON, apiKey, setApiKey, downloadWithKey } from "./api.js";
 import { $, $$ } from "./dom.js";
 import { LiveList } from "./live.js";
 import { setupSubmit } from "./submit.js";
@@ -51,6 +51,47 @@ function setupViews(history) {
   show(currentView(), false);
 }
 
+// The key input shows when the server needs a key (health says so, or a request got a 401).
+function setupKey() {
+  const form = $("#key-form");
+  const change = $("#key-change");
+  const input = $("#key-input");
+  const ask = (why) => {
+    form.hidden = false;
+    change.hidden = true;
+    if (why) showMessage(why, "error");
+    input.focus();
+  };
+  const settle = () => { form.hidden = true; change.hidden = !apiKey(); };
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    setApiKey(input.value.trim());
+    input.value = "";
+    settle();
+    showMessage(apiKey() ? "API key saved in this browser. Try again." : "API key removed.");
+  });
+  change.addEventListener("click", () => ask(null));
+  window.addEventListener("vidclass:need-key", (ev) => {
+    const err = ev.detail || {};
+    ask(err.code === "invalid_api_key" ? "That API key was refused. Enter a valid key."
+      : "This server needs an API key for that. Enter it above.");
+  });
+  // Export links cannot carry the key: with one set, download through fetch instead.
+  for (const id of ["#export-csv", "#export-json"]) {
+    $(id).addEventListener("click", (ev) => {
+      if (!apiKey()) return;
+      ev.preventDefault();
+      const link = ev.currentTarget;
+      downloadWithKey(link.getAttribute("href"), link.getAttribute("download") || "vidclass-jobs")
+        .catch((e) => showMessage(e.message, "error"));
+    });
+  }
+  settle();
+  return { needed: (required) => { if (required && !apiKey()) ask(null); } };
+}
+
+let keyUi = null;
+
 async function checkHealth() {
   const el = $("#health");
   const text = el.querySelector(".health-text");
@@ -63,6 +104,7 @@ async function checkHealth() {
     const parts = [ok ? "Service ready" : `Service ${status}`];
     if (typeof workers === "number") parts.push(`${workers} worker${workers === 1 ? "" : "s"}`);
     if (h.model && h.model.model_version) el.title = `Model ${h.model.model_version}`;
+    if (keyUi && h.auth) keyUi.needed(h.auth.keys_required);
     text.textContent = parts.join(" · ");
   } catch (e) {
     // 503 carries the same health body: say which part is down (database or queue).
@@ -80,6 +122,7 @@ function main() {
   const live = new LiveList({
     jobsEl: $("#jobs"), batchesEl: $("#batches"), emptyEl: $("#jobs-empty"), onMessage: showMessage,
   });
+  keyUi = setupKey();
   setupSubmit(live, showMessage);
   const history = new History(showMessage);
   setupViews(history);

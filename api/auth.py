@@ -1,0 +1,164 @@
+"""API keys, per-key rate limits and the same-origin check, in one before_request hook.
+
+Guarded: every write (POST/PUT/PATCH/DELETE under /api) and every export (GET /api/jobs?format=csv).
+Reads stay open, so the web UI can show status and history before it has a key.
+
+  * Keys are required when VIDCLASS_REQUIRE_KEYS=1 or as soon as one unrevoked key exists
+    (creating the first key closes the API; no restart).
+  * A browser request without a key must come from this origin: another site's page cannot make a
+    visitor's browser submit or cancel jobs. A request with `Authorization` cannot be forged
+    cross-site (the browser would need a CORS preflight this server never grants), so it skips it.
+  * Each key gets RATE_LIMIT_PER_MIN requests per fixed minute window, counted in Redis so every
+    API process shares the count; 429 with Retry-After above it.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import secrets
+import time
+from datetime import timedelta
+from urllib.parse import urlsplit
+
+from flask import current_app, g, request
+from sqlalchemy import select, update
+
+from api.errors import ApiError
+from db.models import ApiKey, utcnow
+
+log = logging.getLogger(__name__)
+
+TOKEN_PREFIX = "vck_"
+UNSAFE = ("POST", "PUT", "PATCH", "DELETE")
+
+
+def new_token() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_token(token: str) -> str:
+    # A random 256-bit token needs no slow hash: SHA-256 cannot be brute-forced back to it.
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def keys_required(session) -> bool:
+    if current_app.config.get("VIDCLASS_REQUIRE_KEYS"):
+        return True
+    return session.execute(select(ApiKey.id).where(ApiKey.revoked_at.is_(None)).limit(1)).first() is not None
+
+
+def _guarded() -> bool:
+    if not request.path.startswith("/api/"):
+        return False
+    if request.method in UNSAFE:
+        return True
+    return request.method == "GET" and request.path == "/api/jobs" and request.args.get("format") == "csv"
+
+
+def _check_origin() -> None:
+    origin = request.headers.get("Origin")
+    if origin is None:
+        # Old browsers omit Origin on same-origin requests; Fetch Metadata still tells cross-site.
+        if request.headers.get("Sec-Fetch-Site") == "cross-site":
+            raise ApiError(403, "cross_origin", "cross-site request refused")
+        return
+    host = urlsplit(origin).netloc.lower() if origin != "null" else None
+    if host != request.host.lower():
+        raise ApiError(403, "cross_origin", f"request from origin {origin!r} refused: only pages served "
+                                            f"by this server may submit without an API key")
+
+
+def _bearer() -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def _unauthorized(code: str, message: str) -> ApiError:
+    return ApiError(401, code, message, www_authenticate=True)
+
+
+def before_request():
+    if not _guarded():
+        return None
+    from api.store import get_session
+
+    token = _bearer()
+    if token is None and request.headers.get("Authorization"):
+        raise _unauthorized("invalid_api_key", "Authorization must be `Bearer <API key>`")
+    if token is None:
+        _check_origin()
+    session = get_session()
+    if token is None:
+        if keys_required(session):
+            raise _unauthorized("api_key_required", "this endpoint needs an API key: send "
+                                                    "`Authorization: Bearer <key>` (`vidclass keys create`)")
+        return None
+    key = session.execute(select(ApiKey).where(ApiKey.key_hash == hash_token(token))).scalar_one_or_none()
+    if key is None or key.revoked_at is not None:
+        raise _unauthorized("invalid_api_key", "unknown or revoked API key")
+    g.api_key_id = key.id
+    now = utcnow()
+    if key.last_used_at is None or key.last_used_at < now - timedelta(minutes=1):
+        session.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now))
+        session.commit()
+    _rate_limit(key.id)
+    return None
+
+
+def _rate_limit(key_id: str) -> None:
+    limit = int(current_app.config.get("RATE_LIMIT_PER_MIN") or 0)
+    if limit <= 0:
+        return
+    from api.store import redis_client
+    from worker import health_keys
+
+    now = time.time()
+    window = int(now // 60)
+    name = health_keys.key(f"ratelimit:{key_id}:{window}")
+    try:
+        pipe = redis_client().pipeline()
+        pipe.incr(name)
+        pipe.expire(name, 61)
+        count = pipe.execute()[0]
+    except Exception as exc:      # Redis down: do not turn a broker outage into an API outage
+        log.warning("rate limit not checked (Redis unavailable): %s", exc)
+        return
+    if count > limit:
+        retry_after = max(1, math.ceil((window + 1) * 60 - now))
+        raise ApiError(429, "rate_limited", f"more than {limit} requests a minute with this key "
+                                            f"(RATE_LIMIT_PER_MIN); retry in {retry_after} s",
+                       retry_after=retry_after)
+
+
+def init_app(app) -> None:
+    app.before_request(before_request)
+
+
+# ------------------------------------------------------------------ key management (the CLI)
+
+def create_key(session, name: str) -> tuple[ApiKey, str]:
+    token = new_token()
+    key = ApiKey(name=name, prefix=token[:len(TOKEN_PREFIX) + 6], key_hash=hash_token(token),
+                 created_at=utcnow())
+    session.add(key)
+    session.flush()
+    return key, token
+
+
+def find_key(session, ref: str) -> list[ApiKey]:
+    """Keys whose id or shown prefix starts with `ref` (the CLI's revoke argument)."""
+    rows = session.execute(select(ApiKey)).scalars().all()
+    return [k for k in rows if k.id.startswith(ref) or (len(ref) >= 6 and k.prefix.startswith(ref))]
+
+
+def keys_required_offline(require_flag: str | None, url: str | None = None) -> bool:
+    """keys_required() outside a request (the `vidclass up` start message)."""
+    from db import session as db_session
+    from db import settings
+
+    if require_flag and settings._flag(require_flag):
+        return True
+    with db_session.session_scope(url) as s:
+        return s.execute(select(ApiKey.id).where(ApiKey.revoked_at.is_(None)).limit(1)).first() is not None
