@@ -1,10 +1,13 @@
 """Callbacks live in the database: Redis dies while a job runs, the job ends, and its callback is
 still delivered, signed with a timestamp, while Redis is down. A private redis-server (never the
-machine's shared one), a real worker process, a real receiver on 127.0.0.1."""
+machine's shared one), a real worker process, a real receiver on 127.0.0.1. And the deliverer goes
+through the connect-time private-address guard: a loopback receiver, directly or behind a
+redirect, is refused unless ALLOWED_PRIVATE_NETWORKS lists it."""
 import hashlib
 import hmac
 import http.server
 import json
+import os
 import signal
 import threading
 import time
@@ -96,3 +99,83 @@ def test_callback_delivered_while_redis_is_down(assets, tmp_path):  # noqa: F811
         redis_proc.wait()
         clips.shutdown()
         hook.shutdown()
+
+
+class _Receiver(http.server.BaseHTTPRequestHandler):
+    """Records POSTs; /redirect answers 307 to the Location given in the query string."""
+    posts: list = []
+
+    def log_message(self, *_):
+        pass
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.path.startswith("/redirect?to="):
+            self.send_response(307)
+            self.send_header("Location", self.path.split("=", 1)[1])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self.posts.append((self.server.server_address[1], self.path))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+def test_callback_delivery_goes_through_the_connect_time_guard(tmp_path):
+    """The DB-backed deliverer (worker/callbacks.py) opens every connection, redirects included,
+    inside netguard: a loopback receiver is refused (failed at once, no retries, nothing POSTed,
+    a plain message naming ALLOWED_PRIVATE_NETWORKS) unless ALLOWED_PRIVATE_NETWORKS lists it."""
+    hook, hook_base = _server(_Receiver)
+    relay, relay_base = _server(_Receiver)
+    hook_port, relay_port = hook.server_address[1], relay.server_address[1]
+    _Receiver.posts = []
+    env = kit.service_env(tmp_path, "redis://127.0.0.1:1/0", f"sqlite:///{tmp_path / 'guard.db'}",
+                          tmp_path, tmp_path, CALLBACK_SECRET=SECRET, CALLBACK_RETRIES="5")
+    try:
+        with kit.environ(env):
+            from db import session
+            from db.models import Callback, Job, new_id, utcnow
+            from worker import callbacks
+
+            session.upgrade(env["DATABASE_URL"])
+
+            def deliver(url, allowed):
+                os.environ["ALLOWED_PRIVATE_NETWORKS"] = allowed
+                job_id = new_id()
+                with session.session_scope() as s:
+                    s.add(Job(id=job_id, source_kind="url", source="https://example.com/v.mp4",
+                              status="done", created_at=utcnow(), finished_at=utcnow(),
+                              callback_url=url))
+                    s.flush()
+                    callbacks.record(s, job_id, url)
+                assert callbacks.deliver_due() == 1
+                with session.session_scope() as s:
+                    cb = s.query(Callback).filter_by(job_id=job_id).one()
+                    return (cb.status, cb.attempts, cb.last_error,
+                            s.get(Job, job_id).callback_status)
+
+            # Nothing allowed: the loopback receiver is refused at connect time, for good.
+            status, attempts, error, job_status = deliver(f"{hook_base}/hook", "")
+            assert (status, attempts, job_status) == ("failed", 1, "failed")
+            assert f"127.0.0.1:{hook_port} is a loopback address" in error
+            assert "ALLOWED_PRIVATE_NETWORKS" in error
+            assert "Errno" not in error and "ConnectionPool" not in error
+            assert callbacks.deliver_due() == 0          # not retried
+            assert _Receiver.posts == []
+
+            # An allowed relay redirecting to a receiver that is not allowed: that hop is refused.
+            status, attempts, error, _ = deliver(f"{relay_base}/redirect?to={hook_base}/hook",
+                                                 f"127.0.0.1:{relay_port}")
+            assert (status, attempts) == ("failed", 1)
+            assert f"127.0.0.1:{hook_port} is a loopback address" in error
+            assert _Receiver.posts == []
+
+            # Allowed (the receiver's address, or both hops): delivered.
+            assert deliver(f"{hook_base}/hook", f"127.0.0.1:{hook_port}")[:2] == ("delivered", 1)
+            assert deliver(f"{relay_base}/redirect?to={hook_base}/hook", "127.0.0.1")[:2] == \
+                ("delivered", 1)
+            assert _Receiver.posts == [(hook_port, "/hook"), (hook_port, "/hook")]
+    finally:
+        hook.shutdown()
+        relay.shutdown()

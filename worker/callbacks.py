@@ -69,10 +69,16 @@ def _claim_due(now) -> list[tuple[str, str, str, int]]:
 
 
 def post(url: str, job_id: str, body: bytes) -> tuple[bool, bool, str]:
-    """One POST: (delivered, permanent failure, reason)."""
+    """One POST: (delivered, permanent failure, reason as a plain sentence).
+
+    Every connection the POST opens, redirects included, is checked by netguard on its resolved
+    address (BLOCK_PRIVATE_URLS, ALLOWED_PRIVATE_NETWORKS): a callback to an internal address, or
+    one redirected there, is refused before anything is sent, and fails for good (no retries).
+    """
     import requests
 
-    from vidclass.download import DownloadError, check_public_url
+    from vidclass import netguard
+    from vidclass.download import network_error
 
     headers = {"Content-Type": "application/json", "X-Vidclass-Job": job_id}
     secret = settings.get("CALLBACK_SECRET")
@@ -80,17 +86,20 @@ def post(url: str, job_id: str, body: bytes) -> tuple[bool, bool, str]:
         timestamp = str(int(time.time()))
         headers["X-Vidclass-Timestamp"] = timestamp
         headers["X-Vidclass-Signature"] = sign(body, secret, timestamp)
-    block_private = settings.get("BLOCK_PRIVATE_URLS")
-    try:
-        if block_private:
-            check_public_url(url)
-        # With the guard on, a redirect is not followed (its target is unchecked): it counts as a failure.
-        response = requests.post(url, data=body, headers=headers, timeout=10, allow_redirects=not block_private)
-        return response.status_code < 300, False, f"HTTP {response.status_code}"
-    except DownloadError as exc:
-        return False, bool(exc.permanent), str(exc)
-    except requests.RequestException as exc:
-        return False, False, type(exc).__name__
+    with netguard.guarded(settings.get("ALLOWED_PRIVATE_NETWORKS"),
+                          block=settings.get("BLOCK_PRIVATE_URLS")) as scope:
+        try:
+            response = requests.post(url, data=body, headers=headers, timeout=10)
+            ok, permanent, reason = response.status_code < 300, False, f"HTTP {response.status_code}"
+        except (requests.Timeout, requests.ConnectionError) as exc:
+            error = network_error(exc, url)
+            ok, permanent, reason = False, bool(error.permanent), str(error)
+        except requests.RequestException as exc:
+            log.info("callback of job %s to %s: %r", job_id, url, exc)
+            ok, permanent, reason = False, True, f"The callback URL {url} cannot be used."
+    if scope.blocked:                # a blocked address stays blocked: no retries
+        return False, True, netguard.describe(scope.blocked[-1])
+    return ok, permanent, reason
 
 
 def deliver(cb_id: str, job_id: str, url: str, attempts: int) -> str:
