@@ -6,7 +6,7 @@ import os
 import uuid
 from datetime import datetime, timezone
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 SOURCE_KINDS = ("url", "upload", "test-set")
@@ -113,6 +113,13 @@ class Job(Base):
     callback_status: Mapped[str | None] = mapped_column(String(32))
     thumbnails_count: Mapped[int] = mapped_column(Integer, default=0)
     thumbnail_paths: Mapped[list | None] = mapped_column(JSON)
+    # Top-class confidence under the model's threshold: the answer is not to be relied on.
+    uncertain: Mapped[bool | None] = mapped_column(Boolean, index=True)
+    # Per-segment timeline [{start, end, label, confidence, probabilities}] (seconds).
+    segments: Mapped[list | None] = mapped_column(JSON)
+    # The label a user says is right, and when (their own labelled data for `vidclass train`).
+    true_label: Mapped[str | None] = mapped_column(String(32), index=True)
+    labelled_at: Mapped[datetime | None] = mapped_column(DateTime)
 
     # (sort column, id) for every history sort: keyset pages are index range scans.
     __table_args__ = (

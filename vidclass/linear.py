@@ -1,0 +1,156 @@
+"""Fitting the pooled linear model (PooledLinearModel, pooling "mean_std") on a labelled corpus.
+
+The recipe, chosen by leave-one-source-out cross-validation on the corpus (reports/crossval.json):
+- each clip is the mean and standard deviation over time of its per-frame features;
+- each feature is standardised, then each block of features (the backbone's, the content
+  statistics', the drawing net's; mean and std parts apart) is scaled to an equal share of the
+  variance, so a small block is not drowned by a wide one;
+- a multinomial logistic regression with an L2 penalty, fitted by L-BFGS on the whole set at once;
+- every source counts equally: a clip's weight is 1 / (clips of its source) / (sources of its
+  class), so a source with 20 clips does not outweigh one with 2, and every class weighs the same.
+A member's subcategory head is a second logistic regression on the same pooled vector.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .model import PooledLinearModel
+
+
+def source_weights(labels, families) -> np.ndarray:
+    """Per-clip weights: every (class, source) pair sums to 1 / (sources of that class), then the
+    weights are rescaled to a mean of 1 (so the L2 strength does not depend on the set's size)."""
+    labels = np.asarray(labels)
+    members = defaultdict(list)
+    for i, (y, fam) in enumerate(zip(labels, families)):
+        members[(int(y), fam)].append(i)
+    sources_per_class = defaultdict(int)
+    for y, _ in members:
+        sources_per_class[y] += 1
+    w = np.zeros(len(labels))
+    for (y, _), idx in members.items():
+        w[idx] = 1.0 / len(idx) / sources_per_class[y]
+    return w * len(w) / w.sum()
+
+
+def block_slices(blocks: list[tuple[str, int]]) -> list[slice]:
+    """Column ranges of the pooled [mean | std] vector, one per (block, part)."""
+    d = sum(dim for _, dim in blocks)
+    out, start = [], 0
+    for _, dim in blocks:
+        out += [slice(start, start + dim), slice(d + start, d + start + dim)]
+        start += dim
+    return out
+
+
+def pooled_standardiser(pooled: np.ndarray, blocks: list[tuple[str, int]], weights=None):
+    """(pooled_mean, pooled_scale): standardise each column with the (weighted) training moments,
+    then scale each block part by 1/sqrt(its width) so every part has the same total variance."""
+    w = np.ones(len(pooled)) if weights is None else np.asarray(weights, float)
+    w = w / w.sum()
+    mean = (pooled * w[:, None]).sum(0)
+    std = np.sqrt(((pooled - mean) ** 2 * w[:, None]).sum(0)) + 1e-6
+    scale = 1.0 / std
+    for sl in block_slices(blocks):
+        scale[sl] /= np.sqrt(sl.stop - sl.start)
+    return mean.astype(np.float32), scale.astype(np.float32)
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, weights: np.ndarray, num_classes: int, l2: float,
+                 max_iter: int = 200) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted multinomial logistic regression, L2 on the weights (not the bias), by L-BFGS.
+    Returns (W [C, D], b [C]) in float32. Deterministic: the problem is convex, the start zero."""
+    xt = torch.as_tensor(x, dtype=torch.float64)
+    yt = torch.as_tensor(np.asarray(y), dtype=torch.long)
+    wt = torch.as_tensor(weights, dtype=torch.float64)
+    W = torch.zeros(num_classes, xt.shape[1], dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(num_classes, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([W, b], max_iter=max_iter, tolerance_grad=1e-9, tolerance_change=1e-12,
+                            history_size=20, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = (F.cross_entropy(xt @ W.T + b, yt, reduction="none") * wt).sum() / wt.sum()
+        loss = loss + 0.5 * l2 * (W * W).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return W.detach().float().numpy(), b.detach().float().numpy()
+
+
+@torch.inference_mode()
+def pool_clips(x: np.ndarray, lengths: np.ndarray, batch: int = 256) -> np.ndarray:
+    """[mean | std] over the valid steps of each clip, computed by the model's own pooling (so
+    training and inference pool identically)."""
+    d = x.shape[2]
+    raw = PooledLinearModel({"feature_dim": d, "pooling": "mean_std", "num_classes": 1}).eval()
+    out = [raw.pool(torch.as_tensor(x[s:s + batch]), torch.as_tensor(lengths[s:s + batch])).numpy()
+           for s in range(0, len(x), batch)]
+    return np.concatenate(out) if out else np.zeros((0, 2 * d), np.float32)
+
+
+def fit_member(pooled: np.ndarray, labels, families, blocks: list[tuple[str, int]], num_classes: int,
+               l2: float, subcategories: list[int] | None = None, num_subcategories: int = 0,
+               temperature: float = 1.0) -> PooledLinearModel:
+    """One ensemble member fitted on pooled clip vectors (pool_clips) of a training set."""
+    weights = source_weights(labels, families)
+    mean, scale = pooled_standardiser(pooled, blocks, weights)
+    z = (pooled - mean) * scale
+    W, b = fit_logistic(z, labels, weights, num_classes, l2)
+    model = PooledLinearModel({"feature_dim": pooled.shape[1] // 2, "pooling": "mean_std",
+                               "num_classes": num_classes, "num_subcategories": num_subcategories,
+                               "dropout": 0.0, "temperature": temperature})
+    with torch.no_grad():
+        model.pooled_mean.copy_(torch.as_tensor(mean))
+        model.pooled_scale.copy_(torch.as_tensor(scale))
+        model.classifier.weight.copy_(torch.as_tensor(W))
+        model.classifier.bias.copy_(torch.as_tensor(b))
+        if num_subcategories:
+            known = np.asarray(subcategories) >= 0
+            sw = source_weights(np.asarray(subcategories)[known], [f for f, k in zip(families, known) if k])
+            Ws, bs = fit_logistic(z[known], np.asarray(subcategories)[known], sw, num_subcategories, l2)
+            model.subcategory_head.weight.copy_(torch.as_tensor(Ws))
+            model.subcategory_head.bias.copy_(torch.as_tensor(bs))
+    return model.eval()
+
+
+@torch.inference_mode()
+def member_logits(models, pooled: np.ndarray) -> np.ndarray:
+    """Class logits [M, N, C] of each member for pooled clip vectors, before the temperature."""
+    x = torch.as_tensor(pooled, dtype=torch.float32)
+    return np.stack([m.classifier((x - m.pooled_mean) * m.pooled_scale).numpy() for m in models])
+
+
+@torch.inference_mode()
+def member_subcategory_probs(models, pooled: np.ndarray) -> np.ndarray | None:
+    x = torch.as_tensor(pooled, dtype=torch.float32)
+    subs = [torch.softmax(m.subcategory_head((x - m.pooled_mean) * m.pooled_scale), 1).numpy()
+            for m in models if m.subcategory_head is not None]
+    return np.mean(subs, axis=0) if subs else None
+
+
+def fit_ensemble(pooled, labels, families, blocks, num_classes: int, l2: float, num_members: int,
+                 member_sources: float, seed: int, subcategories=None, num_subcategories: int = 0,
+                 temperature: float = 1.0) -> list[PooledLinearModel]:
+    """`num_members` members, each fitted on a seeded random `member_sources` share of the source
+    families (all of them when 1.0): members then disagree where the answer depends on which
+    sources were seen, which makes the ensemble's agreement worth reporting."""
+    families = list(families)
+    unique = sorted(set(families))
+    rng = np.random.default_rng(seed)
+    models = []
+    for _ in range(num_members):
+        if member_sources < 1.0 and len(unique) > 1:
+            kept = set(rng.choice(unique, max(1, round(member_sources * len(unique))), replace=False))
+        else:
+            kept = set(unique)
+        idx = np.array([i for i, f in enumerate(families) if f in kept])
+        subs = None if subcategories is None else [subcategories[i] for i in idx]
+        models.append(fit_member(pooled[idx], np.asarray(labels)[idx], [families[i] for i in idx],
+                                 blocks, num_classes, l2, subs, num_subcategories, temperature))
+    return models
