@@ -51,7 +51,8 @@ def test_default_config_original_checkpoint_loads_strictly(tmp_path):
     assert not first.model.training
     assert first.config == {"arch": "temporal", "feature_dim": 1280, "hidden_dim": 768, "num_classes": 4, "num_lstm_layers": 4,
                             "num_attention_heads": 12, "dropout": 0.4, "bidirectional": True,
-                            "num_subcategories": 0, "input_norm": False}
+                            "num_subcategories": 0, "input_norm": False, "pooling": "mean",
+                            "temperature": 1.0}
     assert first.pipeline == ORIGINAL_PIPELINE
     assert first.class_names == CLASS_NAMES
     assert first.subcategory_names is None

@@ -44,12 +44,17 @@ log = logging.getLogger(__name__)
 
 LITE0 = "efficientnet-lite0"
 LITE0_STAGES = "efficientnet-lite0-stages"
+# Stage statistics followed by the pooled features, from one pass of the network: the shipped
+# backbone (each adds what the other misses in cross-validation, reports/crossval.json).
+LITE0_STAGES_POOLED = "efficientnet-lite0-stages+pooled"
+LITE0_BACKBONES = (LITE0, LITE0_STAGES, LITE0_STAGES_POOLED)
 V2S = "efficientnet-v2-s"
 FEATURE_DIM = 1280
 # Index of the last block of each Lite0 stage after the first, and that stage's channel count.
 LITE0_STAGE_ENDS = (2, 4, 7, 10, 14, 15)
 LITE0_STAGE_WIDTHS = (24, 40, 80, 112, 192, 320)
-BACKBONE_DIMS = {LITE0: FEATURE_DIM, LITE0_STAGES: 2 * sum(LITE0_STAGE_WIDTHS), V2S: FEATURE_DIM}
+BACKBONE_DIMS = {LITE0: FEATURE_DIM, LITE0_STAGES: 2 * sum(LITE0_STAGE_WIDTHS),
+                 LITE0_STAGES_POOLED: 2 * sum(LITE0_STAGE_WIDTHS) + FEATURE_DIM, V2S: FEATURE_DIM}
 DEFAULT_BATCH = 8             # 4-8 measured best for ONNX Runtime on 2 cores (BENCHMARKS.md)
 ONNX_FORMAT_VERSION = 1          # bump when the exported graph changes (inputs, pooling, opset)
 
@@ -89,20 +94,30 @@ def weights_sha256() -> str:
 
 
 def default_pipeline(extras: tuple[str, ...] = (), backbone: str = LITE0, **changes) -> Pipeline:
-    """A vidclass pipeline: Lite0 weights, 224px, mean=std=0.5, 64 frames, original scales;
-    `backbone` LITE0 (pooled 1280-d) or LITE0_STAGES (stage statistics)."""
-    if backbone not in (LITE0, LITE0_STAGES):
-        raise ValueError(f"unknown Lite0 backbone {backbone!r}; known: {LITE0!r}, {LITE0_STAGES!r}")
+    """A vidclass pipeline: Lite0 weights, 224px, mean=std=0.5, 64 frames, original scales unless
+    `changes` say otherwise; `backbone` one of LITE0_BACKBONES, `extras` names of EXTRA_DIMS."""
+    from .pipeline import EXTRA_DIMS
+
+    if backbone not in LITE0_BACKBONES:
+        raise ValueError(f"unknown Lite0 backbone {backbone!r}; known: {', '.join(LITE0_BACKBONES)}")
     extras = tuple(extras)
-    extras_dim = 0
-    if extras:
-        from .content_stats import CONTENT_STATS_DIM, GROUP_NAME
-        unknown = [e for e in extras if e != GROUP_NAME]
-        if unknown:
-            raise ValueError(f"unknown feature extras {unknown}; known: [{GROUP_NAME!r}]")
-        extras_dim = CONTENT_STATS_DIM
+    unknown = [e for e in extras if e not in EXTRA_DIMS]
+    if unknown:
+        raise ValueError(f"unknown feature extras {unknown}; known: {sorted(EXTRA_DIMS)}")
     return Pipeline(backbone=backbone, weights_sha256=weights_sha256(), extras=extras,
-                    backbone_dim=BACKBONE_DIMS[backbone], extras_dim=extras_dim, **changes)
+                    backbone_dim=BACKBONE_DIMS[backbone],
+                    extras_dim=sum(EXTRA_DIMS[e] for e in extras), **changes)
+
+
+def shipped_pipeline() -> Pipeline:
+    """The pipeline of the shipped model (`vidclass extract --pipeline enhanced`): one Lite0 pass
+    giving stage statistics and pooled features, content statistics and the drawing net, on 32
+    frames without temporal multi-scale averaging (the model pools mean and std over time).
+    Chosen by cross-validation over the corpus's sources (reports/crossval.json, README)."""
+    from .pipeline import CONTENT_STATS, DRAWING_NET
+
+    return default_pipeline(extras=(CONTENT_STATS, DRAWING_NET), backbone=LITE0_STAGES_POOLED,
+                            num_frames=32, scales=())
 
 
 def cache_dir() -> Path:
@@ -148,8 +163,9 @@ def _pooled(net, feature_maps):
     return Pooled().eval()
 
 
-def _stage_stats(net):
-    """A module: frames -> per-channel spatial mean and std at each Lite0 stage end [B, 1536]."""
+def _stage_stats(net, with_pooled: bool = False):
+    """A module: frames -> per-channel spatial mean and std at each Lite0 stage end [B, 1536];
+    with_pooled, followed by the pooled 1280-d head features of the same pass [B, 2816]."""
     import torch
 
     class StageStats(torch.nn.Module):
@@ -165,6 +181,8 @@ def _stage_stats(net):
                 x = block(x)      # eval mode: no drop-connect, as in extract_features
                 if idx in LITE0_STAGE_ENDS:
                     stats += [x.mean(dim=(2, 3)), x.std(dim=(2, 3))]
+            if with_pooled:     # what extract_features + global pooling gives, from the same pass
+                stats.append(m._swish(m._bn1(m._conv_head(x))).mean(dim=(2, 3)))
             return torch.cat(stats, dim=1)
 
     return StageStats().eval()
@@ -309,8 +327,8 @@ class OnnxBackbone(Backbone):
 def _build_module(pipeline: Pipeline):
     if pipeline.backbone == LITE0:
         return _build_lite0()
-    if pipeline.backbone == LITE0_STAGES:
-        return _stage_stats(_lite0_net())
+    if pipeline.backbone in (LITE0_STAGES, LITE0_STAGES_POOLED):
+        return _stage_stats(_lite0_net(), with_pooled=pipeline.backbone == LITE0_STAGES_POOLED)
     if pipeline.backbone == V2S:
         return _build_v2s()
     raise BackboneError(f"unknown backbone {pipeline.backbone!r}; known: {', '.join(BACKBONE_DIMS)}")
@@ -320,7 +338,7 @@ def load_backbone(pipeline: Pipeline, runtime: str = "auto", batch_size: int = D
     """A Backbone for the pipeline: runtime "torch", "onnx" or "auto" (onnx if it works)."""
     if pipeline.backbone not in BACKBONE_DIMS:
         raise BackboneError(f"unknown backbone {pipeline.backbone!r}; known: {', '.join(BACKBONE_DIMS)}")
-    if pipeline.backbone in (LITE0, LITE0_STAGES) and pipeline.weights_sha256 and \
+    if pipeline.backbone in LITE0_BACKBONES and pipeline.weights_sha256 and \
             pipeline.weights_sha256 != weights_sha256():
         raise BackboneError(f"pipeline wants Lite0 weights {pipeline.weights_sha256[:12]} but the "
                             f"installed weights are {weights_sha256()[:12]}")

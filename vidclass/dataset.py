@@ -205,7 +205,8 @@ def extract_dataset(data_dir, out_dir, pipeline: Pipeline | None = None, manifes
                         else:
                             writer.add(clip.name, vf.features, vf.length,
                                        category_mapping[clip.category],
-                                       subcategory=clip.subcategory, group=clip.group)
+                                       subcategory=clip.subcategory, group=clip.group,
+                                       origin=clip.origin)
                     bar.update(1)
             finally:
                 writer.close()

@@ -4,8 +4,8 @@ Original layout (must keep loading unchanged): datasets `features` float32 [N, T
 zero-padded past each video's length, `labels` int64 [N], `num_frames` int32 [N]; attrs
 `num_videos`, `max_frames`, `feature_dim`, `category_mapping` (JSON name -> index), `multi_scale`.
 
-What we add when we write: `video_names` (utf-8), optional `subcategories` and `groups`
-(utf-8), and attr `pipeline` (JSON of the Pipeline that produced the features). Files without
+What we add when we write: `video_names` (utf-8), optional `subcategories`, `groups` and
+`origins` (utf-8), and attr `pipeline` (JSON of the Pipeline that produced the features). Files without
 `pipeline` are the original project's and are taken to be ORIGINAL_PIPELINE.
 """
 from __future__ import annotations
@@ -20,6 +20,7 @@ import numpy as np
 from vidclass.pipeline import ORIGINAL_PIPELINE, Pipeline, PipelineMismatch
 
 _STR = h5py.string_dtype("utf-8")
+_STRING_COLUMNS = ("video_names", "subcategories", "groups", "origins")
 
 
 def _decode(values) -> list[str]:
@@ -111,6 +112,11 @@ class FeatureStore:
         return self._optional_strings("groups")
 
     @property
+    def origins(self) -> list[str] | None:
+        """Each clip's origin (recorded, rendered, packaged, stills_motion), when the file has them."""
+        return self._optional_strings("origins") if "origins" in self.file else None
+
+    @property
     def labels(self) -> np.ndarray:
         if self._labels is None:
             self._labels = self.file["labels"][()].astype(np.int64)
@@ -142,6 +148,7 @@ class FeatureStore:
             "video_names": self.names,
             "subcategories": self.subcategories,
             "groups": self.groups,
+            "origins": self.origins,
             "category_mapping": self.category_mapping,
             "pipeline": self.pipeline,
         }
@@ -176,7 +183,7 @@ class FeatureStoreWriter:
                          chunks=(1, t, d), compression="gzip", compression_opts=4)
         f.create_dataset("labels", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(1024,))
         f.create_dataset("num_frames", shape=(0,), maxshape=(None,), dtype=np.int32, chunks=(1024,))
-        for key in ("video_names", "subcategories", "groups"):
+        for key in _STRING_COLUMNS:
             f.create_dataset(key, shape=(0,), maxshape=(None,), dtype=_STR, chunks=(1024,))
         f.attrs["num_videos"] = 0
         f.attrs["max_frames"] = t
@@ -202,7 +209,9 @@ class FeatureStoreWriter:
             raise ValueError(f"{self.path} has category mapping {stored_map}, not {self.category_mapping}")
         self.category_mapping = stored_map
         committed = int(f.attrs["num_videos"])
-        for key in ("features", "labels", "num_frames", "video_names", "subcategories", "groups"):
+        if "origins" not in f:      # written before origins were recorded: "" = not given
+            f.create_dataset("origins", shape=(committed,), maxshape=(None,), dtype=_STR, chunks=(1024,))
+        for key in ("features", "labels", "num_frames") + _STRING_COLUMNS:
             if f[key].shape[0] != committed:
                 f[key].resize(committed, axis=0)
         f.flush()
@@ -217,7 +226,7 @@ class FeatureStoreWriter:
         return len(self._names)
 
     def add(self, name: str, features: np.ndarray, length: int, label: int,
-            subcategory: str | None = None, group: str | None = None) -> int:
+            subcategory: str | None = None, group: str | None = None, origin: str | None = None) -> int:
         """Append one video (features [<=T, D], zero-padded here) and flush; returns its row index."""
         if name in self._name_set:
             raise ValueError(f"{name!r} is already in {self.path}")
@@ -231,7 +240,7 @@ class FeatureStoreWriter:
         row[:feats.shape[0]] = feats
         row[int(length):] = 0.0          # the original zero-pads past the length; keep that exact
         f, i = self._f, len(self._names)
-        for key in ("features", "labels", "num_frames", "video_names", "subcategories", "groups"):
+        for key in ("features", "labels", "num_frames") + _STRING_COLUMNS:
             f[key].resize(i + 1, axis=0)
         f["features"][i] = row
         f["labels"][i] = int(label)
@@ -239,6 +248,7 @@ class FeatureStoreWriter:
         f["video_names"][i] = name
         f["subcategories"][i] = subcategory or ""
         f["groups"][i] = group or ""
+        f["origins"][i] = origin or ""
         f.attrs["num_videos"] = i + 1
         f.flush()
         self._names.append(name)

@@ -1,7 +1,8 @@
 """The one feature pipeline used by training, the CLI and the workers.
 
 video file -> sample_frames (num_frames, keyframe/exact) -> per-frame vectors
-(backbone 1280-d, + content statistics when "content_stats_v1" is in pipeline.extras)
+(backbone columns, then each group named in pipeline.extras: "content_stats_v1" content
+statistics, "nsfwjs-4.3.0_mobilenet_v2" the drawing net's embedding and probabilities)
 -> temporal multi-scale averaging (as the original) -> features [T, D] zero-padded to
 pipeline.max_steps, with `length` valid steps.
 
@@ -19,7 +20,7 @@ from typing import Callable
 import numpy as np
 
 from .frames import sample_frames
-from .pipeline import Pipeline
+from .pipeline import CONTENT_STATS, Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -71,18 +72,21 @@ class FeatureExtractor:
 
     def __init__(self, pipeline: Pipeline, runtime: str = "auto", backbone=None):
         from .backbone import load_backbone
+        from .pipeline import CONTENT_STATS, DRAWING_NET, EXTRA_DIMS
 
         self.pipeline = pipeline
+        unknown = [e for e in pipeline.extras if e not in EXTRA_DIMS]
+        if unknown:
+            raise ValueError(f"unknown feature extras {unknown}; known: {sorted(EXTRA_DIMS)}")
+        if pipeline.extras_dim != sum(EXTRA_DIMS[e] for e in pipeline.extras):
+            raise ValueError(f"pipeline.extras_dim is {pipeline.extras_dim} but {list(pipeline.extras)} "
+                             f"have {sum(EXTRA_DIMS[e] for e in pipeline.extras)} values")
         self.backbone = backbone if backbone is not None else load_backbone(pipeline, runtime)
-        self.use_stats = False
-        for extra in pipeline.extras:
-            from .content_stats import CONTENT_STATS_DIM, GROUP_NAME
-            if extra != GROUP_NAME:
-                raise ValueError(f"unknown feature extras {extra!r}; known: [{GROUP_NAME!r}]")
-            if pipeline.extras_dim != CONTENT_STATS_DIM:
-                raise ValueError(f"pipeline.extras_dim is {pipeline.extras_dim} but {GROUP_NAME} has "
-                                 f"{CONTENT_STATS_DIM} values")
-            self.use_stats = True
+        self.use_stats = CONTENT_STATS in pipeline.extras
+        self.drawing_net = None
+        if DRAWING_NET in pipeline.extras:
+            from .drawing_net import load_drawing_net
+            self.drawing_net = load_drawing_net(runtime if runtime in ("torch", "onnx") else "auto")
 
     @property
     def runtime(self) -> str:
@@ -107,12 +111,18 @@ class FeatureExtractor:
     def per_frame(self, frames: np.ndarray, progress: Progress | None = None,
                   next_frames: np.ndarray | None = None) -> np.ndarray:
         """Per-frame vectors [F, D] (backbone, then content statistics when enabled)."""
-        cb = (lambda frac: progress("features", frac)) if progress else None
-        vecs = self.backbone.extract(frames, progress=cb)
-        if self.use_stats:
-            from .content_stats import compute_content_stats
-            vecs = np.concatenate([vecs, compute_content_stats(frames, next_frames)], axis=1)
-        return vecs
+        nets = 2 if self.drawing_net is not None else 1
+
+        def stage_progress(k):
+            return (lambda frac: progress("features", (k + frac) / nets)) if progress else None
+        vecs = [self.backbone.extract(frames, progress=stage_progress(0))]
+        for extra in self.pipeline.extras:      # in the pipeline's column order
+            if extra == CONTENT_STATS:
+                from .content_stats import compute_content_stats
+                vecs.append(compute_content_stats(frames, next_frames))
+            else:
+                vecs.append(self.drawing_net.extract(frames, progress=stage_progress(1)))
+        return np.concatenate(vecs, axis=1) if len(vecs) > 1 else vecs[0]
 
     def extract_frames(self, frames: np.ndarray, progress: Progress | None = None,
                        next_frames: np.ndarray | None = None) -> VideoFeatures:

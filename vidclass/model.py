@@ -39,6 +39,13 @@ DEFAULT_CONFIG = {
     # standardise each feature, so small groups such as content statistics are not drowned by
     # the 1280 CNN features. False keeps original checkpoints strict.
     "input_norm": False,
+    # ours, PooledLinearModel only: "mean" pools each feature's mean over time; "mean_std" adds its
+    # standard deviation over time (how much a feature changes within the clip: motion, cuts),
+    # then re-centres and scales the pooled vector with buffers set in training.
+    "pooling": "mean",
+    # ours: class logits are divided by this before the softmax (temperature scaling, fitted on
+    # cross-validated predictions so confidences are calibrated). 1.0 = as trained.
+    "temperature": 1.0,
 }
 
 
@@ -71,10 +78,10 @@ class ClipClassifier(nn.Module):
         return self.subcategory_head is not None
 
     def forward_all(self, x: torch.Tensor, lengths: torch.Tensor | None = None):
-        """(class logits [B, C], subcategory logits [B, S] or None)."""
+        """(class logits [B, C] divided by the config's temperature, subcategory logits [B, S] or None)."""
         pooled = self._pooled(x, lengths)
         sub = self.subcategory_head(pooled) if self.subcategory_head is not None else None
-        return self.classifier(pooled), sub
+        return self.classifier(pooled) / self.config.get("temperature", 1.0), sub
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Class logits [B, num_classes] for features x [B, T, D] whose first lengths[b] steps are real."""
@@ -143,36 +150,58 @@ class SuperEnhancedTemporalModel(ClipClassifier):
         return torch.bmm(weights.unsqueeze(1), out).squeeze(1)                 # [B, out_dim]
 
 class PooledLinearModel(ClipClassifier):
-    """Standardise -> masked mean over time -> dropout -> linear class (and subcategory) heads.
+    """Pool over time -> dropout -> linear class (and subcategory) heads.
 
-    A linear model of the clip's average frame. On the corpus's ~45 training sources it
+    A linear model of the clip's average frame ("mean" pooling) or of each feature's mean and
+    standard deviation over time ("mean_std"). On the corpus's few dozen sources per class it
     generalises to unseen sources better than the BiLSTM, which has the capacity to learn each
     training source's look (BENCHMARKS.md, "Feature study"). Same inputs, outputs and checkpoint
     format as SuperEnhancedTemporalModel; hidden_dim, layers and heads are unused.
+
+    With "mean_std", `pooled_mean` and `pooled_scale` [2 * feature_dim] standardise the pooled
+    vector and weight each feature block (backbone, content statistics, ...) to an equal share of
+    the variance, so a 25-value block is not drowned by a 1536-value one (vidclass.linear sets them).
     """
 
     def __init__(self, config: dict | None = None, **overrides):
         super().__init__()
         cfg = normalize_config({**(config or {}), **overrides, "arch": "pooled"})
+        if cfg["pooling"] not in ("mean", "mean_std"):
+            raise ValueError(f"unknown pooling {cfg['pooling']!r}; known: 'mean', 'mean_std'")
         self.config = cfg
         d = cfg["feature_dim"]
         if cfg["input_norm"]:
             self.register_buffer("input_mean", torch.zeros(d))
             self.register_buffer("input_std", torch.ones(d))
+        pooled_dim = 2 * d if cfg["pooling"] == "mean_std" else d
+        if cfg["pooling"] == "mean_std":
+            self.register_buffer("pooled_mean", torch.zeros(pooled_dim))
+            self.register_buffer("pooled_scale", torch.ones(pooled_dim))
         self.dropout = nn.Dropout(cfg["dropout"])
-        self.classifier = nn.Linear(d, cfg["num_classes"])
-        self.subcategory_head = nn.Linear(d, cfg["num_subcategories"]) if cfg["num_subcategories"] > 0 else None
+        self.classifier = nn.Linear(pooled_dim, cfg["num_classes"])
+        self.subcategory_head = (nn.Linear(pooled_dim, cfg["num_subcategories"])
+                                 if cfg["num_subcategories"] > 0 else None)
 
-    def _pooled(self, x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+    def pool(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """The pooled (and, for mean_std, standardised) clip vector, before dropout."""
         batch, steps, _ = x.shape
         if lengths is None:
             lengths = torch.full((batch,), steps, dtype=torch.long)
         lengths = torch.as_tensor(lengths).to(x.device, torch.long).clamp(1, steps)
-        valid = (torch.arange(steps, device=x.device)[None, :] < lengths[:, None]).to(x.dtype)
+        valid = (torch.arange(steps, device=x.device)[None, :] < lengths[:, None]).to(x.dtype).unsqueeze(-1)
         if self.config["input_norm"]:
             x = (x - self.input_mean) / self.input_std
-        pooled = (x * valid.unsqueeze(-1)).sum(1) / lengths.unsqueeze(-1).to(x.dtype)
-        return self.dropout(pooled)
+        n = lengths.unsqueeze(-1).to(x.dtype)
+        mean = (x * valid).sum(1) / n
+        if self.config["pooling"] == "mean":
+            return mean
+        var = (((x - mean.unsqueeze(1)) ** 2) * valid).sum(1) / n
+        pooled = torch.cat([mean, var.clamp(min=0).sqrt()], dim=1)
+        return (pooled - self.pooled_mean) * self.pooled_scale
+
+    def _pooled(self, x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+        return self.dropout(self.pool(x, lengths))
+
 
 ARCHITECTURES = {"temporal": SuperEnhancedTemporalModel, "pooled": PooledLinearModel}
 
@@ -227,7 +256,9 @@ def _infer_from_state(state: dict) -> dict:
     inferred = {}
     if "classifier.weight" in state:          # PooledLinearModel: one linear layer
         w = state["classifier.weight"]
-        inferred.update(arch="pooled", num_classes=int(w.shape[0]), feature_dim=int(w.shape[1]))
+        mean_std = "pooled_scale" in state
+        inferred.update(arch="pooled", num_classes=int(w.shape[0]), pooling="mean_std" if mean_std else "mean",
+                        feature_dim=int(w.shape[1]) // (2 if mean_std else 1))
     elif "lstm.weight_ih_l0" in state:
         inferred["arch"] = "temporal"
     w = state.get("input_projection.0.weight")

@@ -16,6 +16,14 @@ _FEATURE_SPACE_FIELDS = ("backbone", "weights_sha256", "input_size", "mean", "st
 
 ORIGINAL_SCALES = (1.0, 0.85, 1.15)
 
+# Width of each per-frame feature group a pipeline can add after the backbone's columns.
+CONTENT_STATS = "content_stats_v1"
+DRAWING_NET = "nsfwjs-4.3.0_mobilenet_v2"    # vidclass.drawing_net: dense_2 (128) + 5 probabilities
+EXTRA_DIMS = {CONTENT_STATS: 25, DRAWING_NET: 133}
+# Backbones whose columns are several blocks of different kinds (vidclass.linear scales each
+# block to an equal share of the variance); any other backbone is one block.
+BACKBONE_BLOCKS = {"efficientnet-lite0-stages+pooled": (("lite0_stages", 1536), ("lite0_pooled", 1280))}
+
 
 class PipelineMismatch(ValueError):
     """Features and model (or two feature files) come from different pipelines."""
@@ -45,6 +53,15 @@ class Pipeline:
         if not self.scales:
             return self.num_frames
         return max(max(5, int(self.num_frames * s)) for s in self.scales)
+
+    def blocks(self) -> list[tuple[str, int]]:
+        """(name, width) of each block of per-frame columns, in column order."""
+        out = list(BACKBONE_BLOCKS.get(self.backbone, ((self.backbone, self.backbone_dim),)))
+        if len(self.extras) == 1:
+            out.append((self.extras[0], self.extras_dim))
+        else:
+            out += [(e, EXTRA_DIMS[e]) for e in self.extras]
+        return out
 
     def to_dict(self) -> dict:
         d = asdict(self)
