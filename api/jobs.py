@@ -151,6 +151,10 @@ def history_filters():
         except ValueError:
             raise ApiError(400, "bad_filter", "min_confidence must be a number", field="min_confidence") from None
         query = query.where(Job.confidence >= minimum)
+    if args.get("uncertain"):
+        if args["uncertain"] not in ("0", "1", "true", "false"):
+            raise ApiError(400, "bad_filter", "uncertain must be 1 or 0", field="uncertain")
+        query = query.where(Job.uncertain.is_(args["uncertain"] in ("1", "true")))
     sort = args.get("sort", "created_at")
     if sort not in SORTS:
         raise ApiError(400, "bad_sort", f"sort must be one of {', '.join(SORTS)}", field="sort")

@@ -68,6 +68,8 @@ SPEC = {
                         _q("created_from", {"type": "string"}, "ISO date or datetime (inclusive)"),
                         _q("created_to", {"type": "string"}, "ISO date (whole day) or datetime (inclusive)"),
                         _q("min_confidence", {"type": "number"}, ""),
+                        _q("uncertain", {"type": "string", "enum": ["1", "0"]},
+                           "1: only results under the model's confidence threshold; 0: only the others"),
                         _q("sort", {"type": "string", "enum": ["created_at", "confidence", "label", "status"]}, ""),
                         _q("order", {"type": "string", "enum": ["asc", "desc"]}, "default desc"),
                         _q("page", {"type": "integer", "minimum": 1},

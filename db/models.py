@@ -21,7 +21,7 @@ RUN_RESULT_COLUMNS = (
     "stage_timings", "label", "confidence", "probabilities", "subcategory", "subcategory_confidence",
     "member_probabilities", "agreement", "model_version", "pipeline_version", "error_code",
     "error_message", "started_at", "heartbeat_at", "finished_at", "worker", "task_id",
-    "callback_status", "thumbnail_paths")
+    "callback_status", "thumbnail_paths", "uncertain", "segments")
 
 
 def utcnow() -> datetime:
@@ -137,8 +137,8 @@ class Job(Base):
             "id": self.id, "batch_id": self.batch_id, "source_kind": self.source_kind,
             "source": self.source, "status": self.status, "progress": self.progress,
             "stage_timings": self.stage_timings or {}, "label": self.label,
-            "confidence": self.confidence, "probabilities": self.probabilities,
-            "subcategory": self.subcategory, "subcategory_confidence": self.subcategory_confidence,
+            "confidence": self.confidence, "uncertain": self.uncertain,
+            "probabilities": self.probabilities, "subcategory": self.subcategory, "subcategory_confidence": self.subcategory_confidence,
             "members": self.member_probabilities, "agreement": self.agreement,
             "model_version": self.model_version, "pipeline_version": self.pipeline_version,
             "error": ({"code": self.error_code, "message": self.error_message}

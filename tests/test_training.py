@@ -32,8 +32,9 @@ def fixture_features(tmp_path_factory):
 
 @pytest.mark.parametrize("arch", ["pooled", "temporal"])
 def test_train_ensemble_writes_loadable_members_and_manifest(fixture_features, tmp_path, arch):
+    # The previous release's SGD recipe (mean pooling), kept for the BiLSTM and old configs.
     cfg = TrainConfig(num_models=2, epochs=25, patience=25, hidden_dim=32, num_attention_heads=2,
-                      batch_size=4, threads=1, arch=arch)
+                      batch_size=4, threads=1, arch=arch, pooling="mean")
     manifest = train_ensemble(fixture_features, tmp_path, cfg, show_progress=False)
 
     assert manifest["members"] == ["best_ensemble_model_1.pt", "best_ensemble_model_2.pt"]

@@ -34,7 +34,8 @@ def _classifier(args):
 def _print_result(r: dict) -> None:
     probs = "  ".join(f"{k} {v:.1%}" for k, v in sorted(r["probabilities"].items(), key=lambda kv: -kv[1]))
     sub = f" / {r['subcategory']}" if r.get("subcategory") else ""
-    print(f"{r['target']}: {r['label']}{sub} ({r['confidence']:.1%}, agreement "
+    uncertain = " UNCERTAIN" if r.get("uncertain") else ""
+    print(f"{r['target']}: {r['label']}{sub}{uncertain} ({r['confidence']:.1%}, agreement "
           f"{r.get('agreement', 1.0):.0%}, {r['elapsed_s']:.2f}s)\n    {probs}")
 
 
@@ -121,13 +122,17 @@ def cmd_interactive(args) -> int:
 
 
 def cmd_extract(args) -> int:
-    from .backbone import LITE0, LITE0_STAGES, default_pipeline
+    from .backbone import LITE0, LITE0_STAGES, default_pipeline, shipped_pipeline
     from .dataset import extract_dataset
     from .name_index import write_processed_index
+    from .pipeline import CONTENT_STATS
 
-    extras = () if args.pipeline == "original" else ("content_stats_v1",)
-    backbone = LITE0_STAGES if args.pipeline == "enhanced" else LITE0
-    pipeline = default_pipeline(extras=extras, backbone=backbone)
+    if args.pipeline == "enhanced":
+        pipeline = shipped_pipeline()
+    else:
+        extras = () if args.pipeline == "original" else (CONTENT_STATS,)
+        backbone = LITE0_STAGES if args.pipeline == "enhanced-v1" else LITE0
+        pipeline = default_pipeline(extras=extras, backbone=backbone)
     if args.no_multiscale:
         pipeline = pipeline.with_(scales=())
     summary = extract_dataset(args.data_dir, args.out, pipeline, manifest=args.manifest,
@@ -163,9 +168,16 @@ def cmd_train(args) -> int:
         cfg.arch, cfg.hidden_dim, cfg.num_lstm_layers, cfg.num_attention_heads, cfg.dropout = \
             "temporal", 768, 4, 12, 0.4
     manifest = train_ensemble(paths.features_dir(args.features_dir), paths.models_dir(args.models_dir),
-                              cfg, show_progress=not args.json)
+                              cfg, show_progress=not args.json, reports_dir=args.reports)
     if args.json:
         print(json.dumps(manifest, indent=1))
+    elif "crossval" in manifest:
+        cv = manifest["crossval"]
+        print(f"cross-validated on {cv['num_sources']} unseen sources: accuracy {cv['accuracy']:.1%} "
+              f"(clips {cv['clip_accuracy']:.1%}), ECE {cv['ece']:.3f}; recall "
+              + ", ".join(f"{k} {v:.2f}" for k, v in cv["recall"].items()))
+        print(f"{len(manifest['members'])} members fitted on all {manifest['training_data']['num_clips']} clips"
+              + (f"; report in {args.reports}" if args.reports else ""))
     else:
         for m in manifest["member_metrics"]:
             print(f"{m['file']}: epoch {m['epoch']}, val accuracy {m['val_accuracy']:.1%}")
@@ -177,7 +189,9 @@ def cmd_evaluate(args) -> int:
     from .ensemble import Ensemble
     from .evaluate import evaluate
 
-    features = Path(args.features) if args.features else paths.features_dir(args.features_dir) / "test_features_multiscale.h5"
+    from .name_index import test_features_path
+
+    features = Path(args.features) if args.features else test_features_path(args.features_dir)
     ensemble = Ensemble.load(paths.models_dir(args.models_dir))
     result = evaluate(ensemble, features, args.out)
     if args.json:
@@ -225,10 +239,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data_dir", help="folder of {Category}/{subcategory}/* videos (MANIFEST.tsv optional)")
     p.add_argument("--out", default="features_enhanced", help="output folder")
     p.add_argument("--manifest", help="MANIFEST.tsv with groups (default DATA_DIR/MANIFEST.tsv)")
-    p.add_argument("--pipeline", choices=("enhanced", "enhanced-pooled", "original"), default="enhanced",
-                   help="enhanced: Lite0 stage statistics + content statistics (the shipped model's); "
-                        "enhanced-pooled: pooled Lite0 1280-d + content statistics; "
-                        "original: pooled Lite0 1280-d only")
+    p.add_argument("--pipeline", choices=("enhanced", "enhanced-v1", "enhanced-pooled", "original"),
+                   default="enhanced",
+                   help="enhanced: the shipped model's (Lite0 stage statistics + pooled features, content "
+                        "statistics, drawing net; 32 frames); enhanced-v1: the previous release's (stage "
+                        "statistics + content statistics, 64 frames, multi-scale); enhanced-pooled: pooled "
+                        "Lite0 1280-d + content statistics; original: pooled Lite0 1280-d only")
     p.add_argument("--no-multiscale", action="store_true", help="turn the temporal multi-scale averaging off")
     p.add_argument("--index-dir", help="also write the test split's name index (processed_data.pt) here")
     p.add_argument("--seed", type=int, default=0, help="seed of the source-disjoint split")
@@ -257,12 +273,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heads", dest="num_attention_heads", type=int)
     p.add_argument("--dropout", type=float)
     p.add_argument("--full-size", action="store_true", help="the original 768-wide 4-layer model (GPU)")
+    p.add_argument("--pooling", choices=("mean_std", "mean"),
+                   help="pooled model: mean_std (the shipped recipe: all splits, cross-validated) or mean "
+                        "(the previous release's SGD recipe on train/val)")
+    p.add_argument("--l2", type=float, help="shipped recipe: L2 strength")
+    p.add_argument("--cv-folds", type=int, help="shipped recipe: 0 = leave one source out (default), k = grouped k-fold")
+    p.add_argument("--curve-repeats", type=int, help="shipped recipe: learning-curve repeats (0 = no curve)")
+    p.add_argument("--reports", default="reports", help="folder for the cross-validation report (default reports/)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="metrics of the ensemble on a features file")
     _add_asset_flags(p)
-    p.add_argument("--features", help="features file (default FEATURES_DIR/test_features_multiscale.h5)")
+    p.add_argument("--features", help="features file (default FEATURES_DIR/test_features_multiscale.h5 or test_features.h5)")
     p.add_argument("--out", help="folder for evaluation.json and confusion_matrix.png")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)

@@ -19,6 +19,7 @@ import torch
 from vidclass import paths
 from vidclass.model import LoadedModel, load_checkpoint
 from vidclass.pipeline import Pipeline, check_compatible
+from vidclass.taxonomy import UNKNOWN
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,8 @@ class EnsemblePrediction:
     subcategory_names: list[str] | None
     pipeline: Pipeline
     model_version: str
+    uncertain_below: float = 0.0                # top-class confidence under this: uncertain
+    subcategory_min_confidence: float = 0.0     # subcategory confidence under this: "unknown"
 
     @property
     def labels(self) -> np.ndarray:
@@ -86,9 +89,12 @@ class EnsemblePrediction:
         sub, sub_conf = None, None
         if self.subcategory_probs is not None:
             sub, sub_conf = pick_subcategory(self.subcategory_names, self.subcategory_probs[i], names[top])
+            if sub_conf < self.subcategory_min_confidence:
+                sub = UNKNOWN
         return {
             "label": names[top],
             "confidence": float(self.probs[i, top]),
+            "uncertain": bool(self.probs[i, top] < self.uncertain_below),
             "probabilities": {n: float(p) for n, p in zip(names, self.probs[i])},
             "members": members,
             "agreement": agreement,
@@ -99,8 +105,23 @@ class EnsemblePrediction:
         }
 
 
+def read_thresholds(models_dir: Path) -> dict:
+    """The manifest's thresholds (written by training), VIDCLASS_UNCERTAIN_BELOW overriding."""
+    manifest = models_dir / MANIFEST
+    thresholds = {"uncertain_below": 0.0, "subcategory_min_confidence": 0.0}
+    if manifest.is_file():
+        try:
+            thresholds.update(json.loads(manifest.read_text()).get("thresholds") or {})
+        except ValueError:
+            pass            # member_files reports an unreadable manifest
+    if os.environ.get("VIDCLASS_UNCERTAIN_BELOW"):
+        thresholds["uncertain_below"] = float(os.environ["VIDCLASS_UNCERTAIN_BELOW"])
+    return thresholds
+
+
 class Ensemble:
-    def __init__(self, members: list[LoadedModel], device: str = "cpu", models_dir: Path | None = None):
+    def __init__(self, members: list[LoadedModel], device: str = "cpu", models_dir: Path | None = None,
+                 uncertain_below: float = 0.0, subcategory_min_confidence: float = 0.0):
         if not members:
             raise NoModelsError("an ensemble needs at least one model")
         first = members[0]
@@ -124,6 +145,8 @@ class Ensemble:
         self.class_names: tuple[str, ...] = tuple(first.class_names)
         self.subcategory_names: list[str] | None = with_sub[0].subcategory_names if with_sub else None
         self.feature_dim: int = dims.pop()
+        self.uncertain_below = uncertain_below
+        self.subcategory_min_confidence = subcategory_min_confidence
         # Short and stable: changes whenever any member file changes.
         self.version = hashlib.sha256("".join(m.sha256 for m in members).encode()).hexdigest()[:12]
 
@@ -145,7 +168,7 @@ class Ensemble:
                                 f"{', '.join(names)}); train one with `vidclass train` or point "
                                 f"--models-dir / VIDCLASS_MODELS_DIR at a folder of checkpoints")
         log.info("loaded %d ensemble member(s) from %s on %s", len(members), models_dir, device)
-        return cls(members, device=device, models_dir=models_dir)
+        return cls(members, device=device, models_dir=models_dir, **read_thresholds(models_dir))
 
     def predict(self, features, lengths=None, batch_size: int = 16) -> EnsemblePrediction:
         """Probabilities for features [N, T, D] (zero-padded past lengths[n]) or a single [T, D]."""
@@ -183,7 +206,8 @@ class Ensemble:
             member_probs=mp, probs=mp.mean(axis=0), class_names=self.class_names,
             subcategory_probs=sub_sum / sub_count if sub_count else None,
             subcategory_names=self.subcategory_names, pipeline=self.pipeline,
-            model_version=self.version)
+            model_version=self.version, uncertain_below=self.uncertain_below,
+            subcategory_min_confidence=self.subcategory_min_confidence)
 
     def describe(self) -> dict:
         return {
@@ -196,4 +220,6 @@ class Ensemble:
             "pipeline": self.pipeline.to_dict(),
             "model_version": self.version,
             "device": self.device,
+            "thresholds": {"uncertain_below": self.uncertain_below,
+                           "subcategory_min_confidence": self.subcategory_min_confidence},
         }

@@ -63,23 +63,36 @@ def pooled_standardiser(pooled: np.ndarray, blocks: list[tuple[str, int]], weigh
 def fit_logistic(x: np.ndarray, y: np.ndarray, weights: np.ndarray, num_classes: int, l2: float,
                  max_iter: int = 200) -> tuple[np.ndarray, np.ndarray]:
     """Weighted multinomial logistic regression, L2 on the weights (not the bias), by L-BFGS.
-    Returns (W [C, D], b [C]) in float32. Deterministic: the problem is convex, the start zero."""
+    Returns (W [C, D], b [C]) in float32. Deterministic: the problem is convex, the start zero.
+
+    With fewer clips than features (the usual case: ~400 clips, ~6,000 pooled features) the
+    optimum has W = A @ x (representer theorem), so it is found over A [C, N] with the Gram matrix
+    x @ x.T: the same solution at a fraction of the cost per iteration."""
     xt = torch.as_tensor(x, dtype=torch.float64)
     yt = torch.as_tensor(np.asarray(y), dtype=torch.long)
     wt = torch.as_tensor(weights, dtype=torch.float64)
-    W = torch.zeros(num_classes, xt.shape[1], dtype=torch.float64, requires_grad=True)
+    n, d = xt.shape
+    dual = n < d
+    gram = xt @ xt.T if dual else None
+    A = torch.zeros(num_classes, n if dual else d, dtype=torch.float64, requires_grad=True)
     b = torch.zeros(num_classes, dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([W, b], max_iter=max_iter, tolerance_grad=1e-9, tolerance_change=1e-12,
+    opt = torch.optim.LBFGS([A, b], max_iter=max_iter, tolerance_grad=1e-9, tolerance_change=1e-12,
                             history_size=20, line_search_fn="strong_wolfe")
 
     def closure():
         opt.zero_grad()
-        loss = (F.cross_entropy(xt @ W.T + b, yt, reduction="none") * wt).sum() / wt.sum()
-        loss = loss + 0.5 * l2 * (W * W).sum()
+        if dual:
+            logits = gram @ A.T + b
+            penalty = (A * (A @ gram)).sum()          # ||W||^2 with W = A x
+        else:
+            logits = xt @ A.T + b
+            penalty = (A * A).sum()
+        loss = (F.cross_entropy(logits, yt, reduction="none") * wt).sum() / wt.sum() + 0.5 * l2 * penalty
         loss.backward()
         return loss
 
     opt.step(closure)
+    W = (A @ xt) if dual else A
     return W.detach().float().numpy(), b.detach().float().numpy()
 
 

@@ -25,7 +25,17 @@ from vidclass.feature_store import FeatureStore
 log = logging.getLogger(__name__)
 
 PROCESSED_FILE = "processed_data.pt"
-TEST_FEATURES_FILE = "test_features_multiscale.h5"
+# The original project's name, then the one `vidclass extract` gives a pipeline without
+# temporal multi-scale averaging (the shipped one): the first that exists is the test set.
+TEST_FEATURES_FILES = ("test_features_multiscale.h5", "test_features.h5")
+
+
+def test_features_path(features_dir=None) -> Path:
+    folder = paths.features_dir(features_dir)
+    for name in TEST_FEATURES_FILES:
+        if (folder / name).exists():
+            return folder / name
+    return folder / TEST_FEATURES_FILES[0]       # FeatureStore reports it missing
 
 
 @dataclass(frozen=True)
@@ -130,8 +140,7 @@ class TestSet:
     def __init__(self, features_dir: str | os.PathLike | None = None,
                  processed_dir: str | os.PathLike | None = None,
                  features_file: str | os.PathLike | None = None):
-        self.features_path = Path(features_file) if features_file else \
-            paths.features_dir(features_dir) / TEST_FEATURES_FILE
+        self.features_path = Path(features_file) if features_file else test_features_path(features_dir)
         self.processed_dir = paths.processed_dir(processed_dir)
         self.store = FeatureStore(self.features_path)
         self._entries: list[IndexEntry] | None = None

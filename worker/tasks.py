@@ -314,7 +314,7 @@ class JobRun:
                             if pipeline else None)
         self._update(final=True, status="done", progress=100, finished_at=utcnow(), heartbeat_at=utcnow(),
                      label=result["label"], confidence=result["confidence"],
-                     probabilities=result["probabilities"], member_probabilities=result.get("members"),
+                     uncertain=result.get("uncertain"), probabilities=result["probabilities"], member_probabilities=result.get("members"),
                      agreement=result.get("agreement"), subcategory=result.get("subcategory"),
                      subcategory_confidence=result.get("subcategory_confidence"),
                      model_version=result.get("model_version"), pipeline_version=pipeline_version,

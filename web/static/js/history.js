@@ -7,7 +7,7 @@ import { renderJob } from "./jobcard.js";
 import { jobsOf } from "./live.js";
 import { drawChart } from "./chart.js";
 
-const FILTERS = ["q", "status", "label", "batch", "created_from", "created_to", "min_confidence", "per_page"];
+const FILTERS = ["q", "status", "label", "batch", "created_from", "created_to", "min_confidence", "uncertain", "per_page"];
 const DEFAULTS = { sort: "created_at", order: "desc", page: 1, per_page: 20, min_confidence: 0 };
 const CHART_PAGE = 500;     // jobs per request when collecting chart data (the API's maximum)
 const CHART_MAX_PAGES = 4;  // at most 2000 jobs in the chart
@@ -46,7 +46,7 @@ export class History {
       });
     });
     // Selects apply immediately; text fields on submit (Enter) so typing does not spam the API.
-    for (const id of ["#f-status", "#f-label", "#f-perpage", "#f-from", "#f-to"]) {
+    for (const id of ["#f-status", "#f-label", "#f-perpage", "#f-from", "#f-to", "#f-uncertain"]) {
       $(id).addEventListener("change", () => { this.readForm(); this.state.page = 1; this.apply(); });
     }
     conf.addEventListener("change", () => { this.readForm(); this.state.page = 1; this.apply(); });
@@ -116,7 +116,7 @@ export class History {
     const st = this.state;
     return {
       q: st.q, status: st.status, label: st.label, batch: st.batch,
-      created_from: st.created_from, created_to: st.created_to,
+      created_from: st.created_from, created_to: st.created_to, uncertain: st.uncertain,
       min_confidence: st.min_confidence ? (Number(st.min_confidence) / 100).toFixed(2) : "",
     };
   }

@@ -97,14 +97,16 @@ function thumbnails(job) {
 }
 
 function result(job) {
+  // "unknown": the model was not confident enough to name one (its confidence is still shown).
   const subcat = job.subcategory
-    ? `${humanLabel(job.subcategory)}${job.subcategory_confidence != null ? ` (${pct(job.subcategory_confidence)})` : ""}`
+    ? `${job.subcategory === "unknown" ? "unknown" : humanLabel(job.subcategory)}${job.subcategory_confidence != null ? ` (${pct(job.subcategory_confidence)})` : ""}`
     : null;
   const agreement = agreementText(job);
   return h("div", { class: "result" },
     h("p", { class: "verdict" },
       h("span", { class: "label-chip", dataset: { class: job.label || "" } }, humanLabel(job.label)),
-      h("span", { class: "confidence" }, h("strong", { class: "mono" }, pct(job.confidence, 1)), " confidence")),
+      h("span", { class: "confidence" }, h("strong", { class: "mono" }, pct(job.confidence, 1)), " confidence"),
+      job.uncertain && h("span", { class: "badge uncertain", title: "The top class is under the model's confidence threshold: treat this answer as a guess." }, "uncertain")),
     h("dl", { class: "facts" },
       subcat && [h("dt", {}, "Subcategory"), h("dd", { class: "subcategory" }, subcat)],
       agreement && [h("dt", {}, "Ensemble agreement"), h("dd", { class: "agreement" }, agreement)],
