@@ -41,13 +41,13 @@ run: venv
 test: venv browser
 	$(VENV)/bin/python -m pytest
 
-# Retrain the shipped model from scratch on a labelled corpus: features (resumable), the
-# ensemble, and its evaluation on the source-disjoint test split.
+# Retrain the shipped model from scratch on a labelled corpus: features of every clip
+# (resumable), leave-one-source-out cross-validation, calibration and the learning curve
+# (reports/), then the ensemble fitted on every clip (models_enhanced/).
 CORPUS ?= ../shared/corpus
 model: venv
-	$(VENV)/bin/vidclass extract $(CORPUS) --out features_enhanced --index-dir data/processed/test
-	$(VENV)/bin/vidclass train
-	$(VENV)/bin/vidclass evaluate --out reports
+	$(VENV)/bin/vidclass extract $(CORPUS) --out features_enhanced --index-dir data/processed/test --test-fraction 0.2
+	$(VENV)/bin/vidclass train --reports reports
 
 bench: venv
 	$(VENV)/bin/python -m bench.run_all

@@ -2,7 +2,7 @@
 import subprocess
 import sys
 
-BENCHMARKS = ("bench.bench_sampling", "bench.bench_features", "bench.bench_api")
+BENCHMARKS = ("bench.bench_sampling", "bench.bench_features", "bench.bench_pipeline_cost", "bench.bench_api")
 
 
 def main() -> int:

@@ -104,6 +104,9 @@ SETTINGS: tuple[Setting, ...] = (
             "`offset_too_large`: use the `cursor` (next_cursor) instead."),
     Setting("WORKER_CONCURRENCY", 2, int, "Worker processes of `vidclass worker` / `vidclass up --workers`."),
     Setting("VIDCLASS_MODELS_DIR", "", str, "Ensemble checkpoints (default models_enhanced/)."),
+    Setting("VIDCLASS_UNCERTAIN_BELOW", "", str,
+            "Results whose top-class confidence is under this (0-1) say `uncertain: true`. Empty: the "
+            "threshold the model was trained with (models_enhanced/manifest.json, 0.6)."),
     Setting("VIDCLASS_FEATURES_DIR", "", str, "Test-set features files (default features_enhanced/)."),
     Setting("VIDCLASS_PROCESSED_DIR", "", str, "Test-set name index (default data/processed/test/)."),
 )

@@ -106,8 +106,10 @@ def split_clips(clips: list[Clip], test_fraction: float = 0.3, val_fraction: flo
     """Assign whole source families to splits, per category, in a seeded pseudo-random order,
     until each category's test (then val) share of evaluable clips reaches its target.
 
-    Training-only clips (stills_motion) whose family lands in val/test are left out entirely:
-    training on them would leak the held-out source."""
+    Training-only clips (stills_motion) always go to the train split, whatever their family's
+    split: the shipped recipe trains on every split and measures by cross-validation over
+    families (which keeps them with their family). A model trained on the train split alone and
+    scored on val/test has then seen stills of those sources: score it by cross-validation."""
     by_family: dict[str, list[Clip]] = defaultdict(list)
     for c in clips:
         by_family[source_family(c.group)].append(c)
@@ -139,8 +141,7 @@ def split_clips(clips: list[Clip], test_fraction: float = 0.3, val_fraction: flo
     for family, members in by_family.items():
         split = family_split[family]
         for c in members:
-            if split == "train" or c.evaluable:
-                splits[split].append(c)
+            splits[split if c.evaluable else "train"].append(c)
     for s in SPLITS:
         splits[s].sort(key=lambda c: (CLASS_NAMES.index(c.category), c.subcategory, c.name))
     return splits
