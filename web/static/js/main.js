@@ -28,6 +28,9 @@ function setupViews(history) {
       document.getElementById(t.getAttribute("aria-controls")).hidden = !on;
       if (on && focusTab) t.focus();
     }
+    // A message belongs to the view it came from (e.g. "Batch ... submitted; 1 line was
+    // rejected"): switching views clears it.
+    if (document.body.dataset.view && document.body.dataset.view !== view) showMessage(null);
     document.body.dataset.view = view;
     if (view === "history") history.show();
   };
