@@ -91,3 +91,24 @@ def test_export_labels_writes_corrected_uploads_as_a_labelled_set(tmp_path):
     clips = list_clips(out)
     assert [(c.path, c.category, c.subcategory, c.group) for c in clips] == [
         (written.resolve(), "Animation", "user_labelled", f"user_upload_{rows[0].id[:8]}")]
+
+
+def test_classify_json_is_one_document_and_jsonl_a_stream(tmp_path):
+    import json
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIDCLASS_")}
+    env.update(OMP_NUM_THREADS="1", VIDCLASS_TORCH_THREADS="1", PYTHONPATH=str(kit.REPO))
+    clip = str(kit.FIXTURES / "gaming_supertux_4.mp4")
+    missing = str(tmp_path / "gone.mp4")
+    r = _run(["classify", clip, missing, "--json"], env, timeout=300)
+    assert r.returncode == 1, r.stderr                 # one target failed
+    results = json.loads(r.stdout)                     # the whole output is one JSON document
+    assert isinstance(results, list) and [x["target"] for x in results] == [clip, missing]
+    assert results[0]["label"] and results[1]["error"] == "FileNotFoundError"
+    r = _run(["classify", missing, missing + "2", "--jsonl"], env, timeout=300)
+    lines = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [x["target"] for x in lines] == [missing, missing + "2"] and all("error" in x for x in lines)
+    assert _run(["classify", missing, "--json", "--jsonl"], env).returncode == 2    # one or the other
+    helptext = _run(["classify", "--help"], env).stdout
+    assert "test-set video name" in helptext and "JSON Lines" in helptext and "an array" in helptext
