@@ -180,6 +180,23 @@ SPEC = {
                                 "keys are required; `vidclass up`'s restarts (no connection URLs)",
                     "responses": {"200": _json({"type": "object"}, "Healthy"),
                                   "503": _json({"type": "object"}, "Database or queue unreachable")}}},
+        "/api/dashboard": {
+            "get": {"summary": "Workers and queue at a glance: queue depth per queue, live workers and "
+                               "their model version, running jobs and their worker, jobs finished per "
+                               "minute over the last hour, median time per stage (last 200 done jobs), "
+                               "an ETA per unfinished batch (remaining x median job time / jobs in parallel)",
+                    "responses": {"200": _json({"type": "object", "properties": {
+                        "queues": {"type": "object", "additionalProperties": {"type": "integer"}},
+                        "workers": {"type": "array", "items": {"type": "object"}},
+                        "running": {"type": "array", "items": {"type": "object"}},
+                        "throughput": {"type": "object", "properties": {
+                            "per_minute": {"type": "array", "items": {"type": "integer"},
+                                           "description": "60 counts, oldest minute first"},
+                            "last_hour": {"type": "integer"}}},
+                        "stage_medians_s": {"type": "object", "additionalProperties": {"type": "number"}},
+                        "batches": {"type": "array", "items": {"type": "object", "properties": {
+                            "id": {"type": "string"}, "remaining": {"type": "integer"},
+                            "eta_s": {"type": "number", "nullable": True}}}}}}, "The dashboard")}}},
         "/api/openapi.json": {
             "get": {"summary": "This document", "responses": {"200": _json({"type": "object"}, "OpenAPI 3")}}},
         "/api/docs": {

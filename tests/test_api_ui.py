@@ -244,3 +244,43 @@ def test_batches_are_listed_with_progress_and_can_be_cancelled_and_retried(api):
     assert c.get(f"/api/jobs/{ids[1]}").get_json()["error"] is None
     assert c.post("/api/batches/nope/cancel").status_code == 404
     assert c.get("/api/batches?per_page=0").status_code == 400
+
+
+def test_dashboard_reports_queues_running_jobs_throughput_and_stage_medians(api):
+    import redis
+
+    from db import session
+    from db.models import Job, new_id, utcnow
+
+    c, env = api["client"], api["env"]
+    r = redis.Redis.from_url(env["REDIS_URL"])
+    before = c.get("/api/dashboard").get_json()
+    batch = c.post("/api/batches", json={"urls": [f"https://example.org/d{i}.mp4" for i in range(3)]}).get_json()
+    now = utcnow()
+    running_id = new_id()
+    rows = [Job(id=running_id, batch_id=None, source_kind="url", source="https://example.org/run.mp4",
+                status="downloading", progress=20, attempts=1, thumbnails_count=0, worker="host:123",
+                created_at=now, started_at=now - timedelta(seconds=5))]
+    for i, (minutes_ago, total) in enumerate([(1, 2.0), (1, 4.0), (30, 6.0), (90, 100.0)]):
+        rows.append(Job(id=new_id(), source_kind="url", source=f"https://example.org/f{i}.mp4", status="done",
+                        progress=100, attempts=1, thumbnails_count=0, label="Gaming", confidence=0.5,
+                        created_at=now - timedelta(minutes=minutes_ago, seconds=30),
+                        finished_at=now - timedelta(minutes=minutes_ago, seconds=-1),
+                        stage_timings={"download_s": total / 2, "total_s": total}))
+    with session.session_scope(api["url"]) as s:
+        s.add_all(rows)
+    d = c.get("/api/dashboard").get_json()
+    prefix = env["REDIS_PREFIX"]
+    assert d["queues"]["jobs"] == r.llen(prefix + "jobs") == before["queues"]["jobs"] + 3
+    assert "fast" in d["queues"] and d["queue_ok"]
+    assert [j["id"] for j in d["running"] if j["id"] == running_id] == [running_id]
+    assert next(j for j in d["running"] if j["id"] == running_id)["worker"] == "host:123"
+    # The last hour: three jobs (two a minute ago, one half an hour ago); the 90-minute-old one is out.
+    per_minute = d["throughput"]["per_minute"]
+    assert len(per_minute) == 60 and d["throughput"]["last_hour"] - before["throughput"]["last_hour"] == 3
+    assert per_minute[58] + per_minute[59] - before["throughput"]["per_minute"][58] \
+        - before["throughput"]["per_minute"][59] >= 2
+    assert d["stage_medians_s"]["total_s"] > 0 and "download_s" in d["stage_medians_s"]
+    mine = next(b for b in d["batches"] if b["id"] == batch["id"])
+    assert mine["remaining"] == 3
+    assert mine["eta_s"] == round(3 * d["stage_medians_s"]["total_s"] / d["eta_parallel_jobs"], 1)

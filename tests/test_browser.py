@@ -610,6 +610,78 @@ def test_history_date_and_confidence_filters(page, service):
     assert "min_confidence=25" in page.url
 
 
+def test_dashboard_shows_queue_workers_throughput_and_stage_times(page, service, clips):
+    run_job(service, {"url": clips.url("gaming_supertux_4.mp4")})
+    page.get_by_role("tab", name="Dashboard").click()
+    expect(page).to_have_url(f"{service}/#dashboard")
+    d = api(service, "/api/dashboard")
+    for name, depth in d["queues"].items():
+        expect(page.locator(f'#dash-queues dd[data-queue="{name}"]')).to_have_text(str(depth))
+    assert d["workers"], d
+    expect(page.locator("#dash-workers tbody tr")).to_have_count(len(d["workers"]))
+    for w in d["workers"]:
+        expect(page.locator(f'#dash-workers tr[data-worker="{w["name"]}"]')).to_contain_text(w["model_version"][:12])
+    assert d["throughput"]["last_hour"] >= 1
+    expect(page.locator("#dash-throughput-total")).to_contain_text(f'{d["throughput"]["last_hour"]} job')
+    expect(page.locator("#dash-throughput svg rect.bar")).to_have_count(60)
+    assert "total_s" in d["stage_medians_s"]
+    expect(page.locator("#dash-stages dd")).to_have_count(len(d["stage_medians_s"]))
+    if d["running"]:
+        expect(page.locator("#dash-running tbody tr")).to_have_count(len(d["running"]))
+    else:
+        expect(page.locator("#dash-running")).to_have_text("No job is running.")
+    screenshot(page, "dashboard", full_page=False)
+
+
+def _wait_batch(service, batch_id):
+    deadline = time.monotonic() + JOB_TIMEOUT_MS / 1000
+    while True:
+        batch = api(service, f"/api/batches/{batch_id}")
+        if batch["done"]:
+            return batch
+        assert time.monotonic() < deadline, f"batch {batch_id} did not finish: {batch}"
+        time.sleep(0.5)
+
+
+def test_batches_view_shows_progress_labels_and_cancels_and_retries(page, service, clips):
+    finished = api(service, "/api/batches", "POST",
+                   {"urls": [clips.url("gaming_supertux_4.mp4"), clips.url("no_such_clip_either.mp4")]})
+    finished = _wait_batch(service, finished["id"])
+    assert finished["status_counts"] == {"done": 1, "failed": 1}
+    clips.gate.clear()
+    try:
+        waiting = api(service, "/api/batches", "POST", {"urls": [f"{clips.base}/slow/flat_term_python_repl.mp4",
+                                                                 f"{clips.base}/slow/gaming_supertux_4.mp4"]})
+        page.get_by_role("tab", name="Batches").click()
+        expect(page).to_have_url(f"{service}/#batches")
+        card = page.locator(f'#batch-list .batch[data-id="{finished["id"]}"]')
+        expect(card).to_have_attribute("data-status", "finished")
+        for label, count in finished["label_counts"].items():
+            expect(card.locator(f'.label-counts [data-label="{label}"] .count-value')).to_have_text(str(count))
+        expect(card.locator(".batch-job")).to_have_count(2)
+        running = page.locator(f'#batch-list .batch[data-id="{waiting["id"]}"]')
+        expect(running).to_have_attribute("data-status", "running")
+        expect(running.get_by_role("button", name="Retry", exact=False)).to_have_count(0)
+        screenshot(page, "batches", full_page=False)
+        running.get_by_role("button", name="Cancel", exact=False).click()
+        expect(running).to_have_attribute("data-status", "finished")
+        expect(running.locator('.count-chip[data-status="cancelled"] .count-value')).to_have_text("2")
+        assert api(service, f"/api/batches/{waiting['id']}")["status_counts"] == {"cancelled": 2}
+    finally:
+        clips.gate.set()
+    failed_job = next(j for j in api(service, f"/api/jobs?batch={finished['id']}")["jobs"] if j["status"] == "failed")
+    expect(card.get_by_role("button", name="Retry the failed jobs", exact=False)).to_have_text("Retry 1 failed")
+    card.get_by_role("button", name="Retry the failed jobs", exact=False).click()
+    # The same job runs again (and fails again: the clip is still missing).
+    deadline = time.monotonic() + JOB_TIMEOUT_MS / 1000
+    while api(service, f"/api/jobs/{failed_job['id']}")["finished_at"] == failed_job["finished_at"]:
+        assert time.monotonic() < deadline, "the failed job was not run again"
+        time.sleep(0.5)
+    again = _wait_batch(service, finished["id"])
+    assert again["status_counts"] == {"done": 1, "failed": 1}
+    expect(card.locator('.count-chip[data-status="failed"] .count-value')).to_have_text("1")
+
+
 def test_a_result_can_be_corrected_and_found_again(page, service, clips):
     done = run_job(service, {"url": clips.url("animation_planetblupi_play101.mp4")})
     wrong = next(c for c in CLASS_NAMES if c != done["label"])
@@ -710,9 +782,11 @@ def test_phone_width_renders_without_horizontal_scrolling(browser, service, clip
                       [j["id"] for j in recent])
         page.reload()
         expect(page.locator("#jobs li.job")).to_have_count(len(recent))
-        for view in ("classify", "history"):
+        for view in ("classify", "history", "batches", "dashboard"):
+            if view != "classify":
+                page.get_by_role("tab", name=view.capitalize()).click()
+                expect(page.locator(f"#view-{view}")).to_be_visible()
             if view == "history":
-                page.get_by_role("tab", name="History").click()
                 expect(page.locator("#history-body tr").first).to_be_visible()
             width = page.evaluate("() => document.documentElement.scrollWidth")
             assert width <= 390, f"{view} view is {width}px wide on a 390px screen"

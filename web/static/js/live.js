@@ -166,22 +166,14 @@ export class LiveList {
     if (!wasFinished && batchFinished(entry.batch)) announce(`${batchName(entry.batch)} finished.`);
   }
 
-  batchActions() {
-    const act = (verb, done) => async (batch) => {
-      try {
-        const state = await postJSON(`/api/batches/${encodeURIComponent(batch.id)}/${verb}`);
-        announce(done(state));
-        const entry = this.batches.get(batch.id);
-        if (entry) await this.pollBatch(entry);
-        this.schedule();
-      } catch (e) {
-        this.onMessage(`Could not ${verb} the batch: ${e.message}`, "error");
-      }
-    };
-    return {
-      onCancel: act("cancel", (st) => `${st.cancelled} job${st.cancelled === 1 ? "" : "s"} cancelled.`),
-      onRetry: act("retry", (st) => `${st.retried} failed job${st.retried === 1 ? "" : "s"} queued again.`),
-    };
+  // Cancel / Retry failed for batch cards; `after` runs once the server answered (a refresh).
+  batchActions(after) {
+    return batchActions(this.onMessage, async (batch) => {
+      const entry = this.batches.get(batch.id);
+      if (entry) await this.pollBatch(entry);
+      this.schedule();
+      if (after) after();
+    });
   }
 
   async pollBatch(entry) {
@@ -225,6 +217,22 @@ export class LiveList {
     }
     this.schedule();
   }
+}
+
+export function batchActions(onMessage, after) {
+  const act = (verb, done) => async (batch) => {
+    try {
+      const state = await postJSON(`/api/batches/${encodeURIComponent(batch.id)}/${verb}`);
+      announce(done(state));
+      await after(batch);
+    } catch (e) {
+      onMessage(`Could not ${verb} the batch: ${e.message}`, "error");
+    }
+  };
+  return {
+    onCancel: act("cancel", (st) => `${st.cancelled} job${st.cancelled === 1 ? "" : "s"} cancelled.`),
+    onRetry: act("retry", (st) => `${st.retried} failed job${st.retried === 1 ? "" : "s"} queued again.`),
+  };
 }
 
 export function setTrueLabel(id, label) {
@@ -277,7 +285,7 @@ function batchName(batch) {
   return batch.name ? `Batch ${batch.name}` : `Batch #${shortId(batch.id)}`;
 }
 
-function renderBatch(entry, actions = {}) {
+export function renderBatch(entry, actions = {}) {
   const { batch, el } = entry;
   const id = batch.id;
   const total = batchTotal(batch);
