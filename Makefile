@@ -35,8 +35,10 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
 	  else echo "install Debian's chromium (sudo apt-get install chromium chromium-driver) for the browser tests"; fi; }
 
+# `make run PORT=5001` when 5000 is taken (or set VIDCLASS_PORT); `vidclass up` checks it first.
+PORT ?=
 run: venv
-	$(VENV)/bin/vidclass up
+	$(VENV)/bin/vidclass up $(if $(PORT),--port $(PORT))
 
 test: venv browser
 	$(VENV)/bin/python -m pytest

@@ -1,6 +1,7 @@
 """API keys, per-key rate limits and the same-origin check, in one before_request hook.
 
-Guarded: every write (POST/PUT/PATCH/DELETE under /api) and every export (GET /api/jobs?format=csv).
+Guarded: every write (POST/PUT/PATCH/DELETE under /api) and every export (GET /api/jobs?format=csv or
+?download=1).
 Reads stay open, so the web UI can show status and history before it has a key.
 
   * Keys are required when VIDCLASS_REQUIRE_KEYS=1 or as soon as one unrevoked key exists
@@ -53,7 +54,11 @@ def _guarded() -> bool:
         return False
     if request.method in UNSAFE:
         return True
-    return request.method == "GET" and request.path == "/api/jobs" and request.args.get("format") == "csv"
+    if request.method == "GET" and request.path == "/api/jobs":
+        from api.jobs import is_export
+
+        return is_export()
+    return False
 
 
 def _check_origin() -> None:

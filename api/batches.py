@@ -4,14 +4,14 @@ from __future__ import annotations
 import csv
 
 from flask import Blueprint, current_app, jsonify, request
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from api.errors import ApiError
 from api.store import celery, get_session
 from api.submit import (check_key_reuse, check_url, idempotency_key, json_body, mark_published,
                         request_digest, url_problem)
-from db.models import FINAL, Batch, Job, new_id, new_ids, utcnow
+from db.models import FINAL, RUN_RESULT_COLUMNS, Batch, Job, new_id, new_ids, utcnow
 from worker.enqueue import publish_jobs
 
 bp = Blueprint("batches", __name__, url_prefix="/api/batches")
@@ -22,23 +22,24 @@ INVALID_LINES_KEPT = 100
 VALUE_CHARS_KEPT = 200
 
 
-def parse_lines(text: str, is_csv: bool) -> list[tuple[int, str]]:
-    """(line number, value) for each non-blank line; CSV: the `url` column, else the first one."""
-    lines = text.splitlines()
+def parse_lines(text: str, is_csv: bool = False) -> list[tuple[int, str]]:
+    """The one parser of URL lists, pasted or uploaded: (line number in the user's text, value).
+
+    Blank lines and lines starting with `#` are skipped but still counted, so a rejected line is
+    reported with the number the user sees in their editor. CSV: the `url` column when the first
+    (non-comment) row names one, else the first column."""
+    kept = [(n, line) for n, line in enumerate(text.splitlines(), 1)
+            if line.strip() and not line.lstrip().startswith("#")]
     if not is_csv:
-        return [(n, line.strip()) for n, line in enumerate(lines, 1) if line.strip()]
-    rows = list(csv.reader(lines))
-    column, start = 0, 0
+        return [(n, line.strip()) for n, line in kept]
+    rows = [(n, next(csv.reader([line]), [])) for n, line in kept]
+    column = 0
     if rows:
-        header = [c.strip().lower() for c in rows[0]]
+        header = [c.strip().lower() for c in rows[0][1]]
         if "url" in header:
-            column, start = header.index("url"), 1
-    out = []
-    for n, row in enumerate(rows[start:], start + 1):
-        value = row[column].strip() if len(row) > column else ""
-        if value:
-            out.append((n, value))
-    return out
+            column = header.index("url")
+            rows = rows[1:]
+    return [(n, row[column].strip()) for n, row in rows if len(row) > column and row[column].strip()]
 
 
 def _request_lines() -> tuple[list[tuple[int, object]], dict]:
@@ -60,8 +61,13 @@ def _request_lines() -> tuple[list[tuple[int, object]], dict]:
                        "send JSON {\"urls\": [...]} or a multipart `file` (text or CSV)")
     body = json_body()
     urls = body.get("urls")
+    if isinstance(body.get("text"), str) and urls is None:
+        # A pasted list, as typed: the same parser as an uploaded file.
+        return parse_lines(body["text"], bool(body.get("csv"))), {"name": body.get("name"),
+                                                                   "callback_url": body.get("callback_url")}
     if not isinstance(urls, list):
-        raise ApiError(400, "missing_urls", "JSON body needs `urls`: a list of URLs", field="urls")
+        raise ApiError(400, "missing_urls", "JSON body needs `urls` (a list of URLs) or `text` (the "
+                                            "list as typed: one URL a line, # comments)", field="urls")
     lines = [(n, u.strip() if isinstance(u, str) else u) for n, u in enumerate(urls, 1)
              if not (isinstance(u, str) and not u.strip())]
     return lines, {"name": body.get("name"), "callback_url": body.get("callback_url")}
@@ -147,8 +153,101 @@ def create_batch():
         current_app.logger.warning("could not publish batch %s (the workers' outbox will): %s", batch.id, exc)
     else:
         mark_published(Job.batch_id == batch.id)
-    return jsonify({**batch.to_dict(), "queued": len(good), "invalid": invalid_count,
-                    "status_counts": {"queued": len(good)}, "progress": 0.0}), 202
+    response = jsonify({**batch.to_dict(), "queued": len(good), "invalid": invalid_count,
+                        "status_counts": {"queued": len(good)}, "progress": 0.0})
+    response.headers["Location"] = f"/api/batches/{batch.id}"
+    return response, 202
+
+
+@bp.get("")
+def list_batches():
+    """Newest first, with each batch's counts per status, progress and label breakdown."""
+    from api.jobs import _int_arg
+
+    per_page = _int_arg("per_page", 20, 1, 200)
+    page = _int_arg("page", 1, 1, 10**6)
+    session = get_session()
+    total = session.execute(select(func.count()).select_from(Batch)).scalar()
+    batches = session.execute(select(Batch).order_by(Batch.created_at.desc(), Batch.id.desc())
+                              .limit(per_page).offset((page - 1) * per_page)).scalars().all()
+    summaries = summarise([b.id for b in batches])
+    return jsonify({"batches": [{**b.to_dict(), **_progress(b, *summaries.get(b.id, ({}, {}, 0)))}
+                                for b in batches],
+                    "page": page, "per_page": per_page, "total": total,
+                    "pages": (total + per_page - 1) // per_page})
+
+
+def summarise(batch_ids: list[str]) -> dict[str, tuple[dict, dict, int]]:
+    """batch id -> (counts per status, done jobs per label, summed progress of unfinished jobs),
+    two grouped queries for a whole page of batches."""
+    out: dict[str, tuple[dict, dict, int]] = {}
+    if not batch_ids:
+        return out
+    session = get_session()
+    for batch_id, status, count, progress in session.execute(
+            select(Job.batch_id, Job.status, func.count(), func.coalesce(func.sum(Job.progress), 0))
+            .where(Job.batch_id.in_(batch_ids)).group_by(Job.batch_id, Job.status)):
+        counts, labels, running = out.setdefault(batch_id, ({}, {}, 0))
+        counts[status] = count
+        out[batch_id] = (counts, labels, running + (int(progress) if status not in FINAL else 0))
+    for batch_id, label, count in session.execute(
+            select(Job.batch_id, Job.label, func.count())
+            .where(Job.batch_id.in_(batch_ids), Job.status == "done", Job.label.is_not(None))
+            .group_by(Job.batch_id, Job.label)):
+        out[batch_id][1][label] = count
+    return out
+
+
+def _progress(batch: Batch, counts: dict, labels: dict, unfinished_progress: int) -> dict:
+    finished = sum(counts.get(s, 0) for s in FINAL)
+    total = batch.total or 0
+    # A finished job counts 100 % whatever its progress column says (failed jobs stop early).
+    progress = (100.0 * finished + unfinished_progress) / total if total else 100.0
+    return {"status_counts": counts, "label_counts": labels, "finished": finished,
+            "progress": round(min(progress, 100.0), 2), "done": finished >= total}
+
+
+def _load_batch(batch_id: str) -> Batch:
+    batch = get_session().get(Batch, batch_id)
+    if batch is None:
+        raise ApiError(404, "batch_not_found", f"no batch with id {batch_id!r}")
+    return batch
+
+
+@bp.post("/<batch_id>/cancel")
+def cancel_batch(batch_id):
+    """Cancel every queued and running job of the batch (workers stop running ones at their next
+    heartbeat); finished jobs stay as they are."""
+    batch = _load_batch(batch_id)
+    session = get_session()
+    result = session.execute(update(Job).where(Job.batch_id == batch_id, Job.status.notin_(FINAL))
+                             .values(status="cancelled", finished_at=utcnow()))
+    session.commit()
+    body = batch_state(batch).get_json()
+    return jsonify({**body, "cancelled": result.rowcount})
+
+
+@bp.post("/<batch_id>/retry")
+def retry_batch(batch_id):
+    """Run the batch's failed jobs again (the same jobs, as POST /api/jobs/<id>/retry does)."""
+    batch = _load_batch(batch_id)
+    session = get_session()
+    ids = session.execute(select(Job.id).where(Job.batch_id == batch_id, Job.status == "failed")).scalars().all()
+    if ids:
+        session.execute(update(Job).where(Job.id.in_(ids), Job.status == "failed")
+                        .values({**dict.fromkeys(RUN_RESULT_COLUMNS), "status": "queued", "progress": 0,
+                                 "attempts": 0, "thumbnails_count": 0, "enqueued_at": None}))
+        session.commit()
+        try:
+            publish_jobs(list(ids), app=celery())
+        except Exception as exc:
+            current_app.logger.warning("could not publish retried jobs of batch %s (the outbox will): %s",
+                                       batch_id, exc)
+        else:
+            mark_published(Job.id.in_(ids))
+    response = jsonify({**batch_state(batch).get_json(), "retried": len(ids)})
+    response.headers["Location"] = f"/api/batches/{batch_id}"
+    return response, 202
 
 
 def _batch_by_key(key: str) -> Batch | None:
@@ -157,25 +256,8 @@ def _batch_by_key(key: str) -> Batch | None:
 
 @bp.get("/<batch_id>")
 def get_batch(batch_id):
-    batch = get_session().get(Batch, batch_id)
-    if batch is None:
-        raise ApiError(404, "batch_not_found", f"no batch with id {batch_id!r}")
-    return batch_state(batch)
+    return batch_state(_load_batch(batch_id))
 
 
 def batch_state(batch: Batch):
-    session = get_session()
-    batch_id = batch.id
-    counts = dict(session.execute(select(Job.status, func.count()).where(Job.batch_id == batch_id)
-                                  .group_by(Job.status)).all())
-    finished = sum(counts.get(s, 0) for s in FINAL)
-    total = batch.total or 0
-    # A finished job counts 100 % whatever its progress column says (failed jobs stop early).
-    progress = 100.0 * finished / total if total else 100.0
-    if total and finished < total:
-        unfinished_progress = session.execute(
-            select(func.coalesce(func.sum(Job.progress), 0))
-            .where(Job.batch_id == batch_id, Job.status.notin_(FINAL))).scalar()
-        progress = (100.0 * finished + unfinished_progress) / total
-    return jsonify({**batch.to_dict(), "status_counts": counts, "finished": finished,
-                    "progress": round(progress, 2), "done": finished >= total})
+    return jsonify({**batch.to_dict(), **_progress(batch, *summarise([batch.id]).get(batch.id, ({}, {}, 0)))})

@@ -72,4 +72,4 @@ def classify():
     if job.status in FINAL:
         error = data.get("error") or {"code": job.status, "message": f"job {job.status}"}
         return jsonify({"code": error["code"], "message": error["message"], "job": data}), 422
-    return jsonify(data), 202
+    return jsonify(data), 202, {"Location": f"/api/jobs/{job.id}"}

@@ -14,24 +14,30 @@ from sqlalchemy import func, select, tuple_, update
 
 from api.errors import ApiError
 from api.store import get_session
-from api.submit import create_job, idempotency_key, job_request, publish
+from api.submit import create_job, idempotency_key, job_request, json_body, publish
 from db.models import FINAL, RUN_RESULT_COLUMNS, STATUSES, Job, utcnow
+from vidclass import CLASS_NAMES     # a plain tuple: vidclass/__init__.py imports nothing
 
 bp = Blueprint("jobs", __name__, url_prefix="/api/jobs")
 
 SORTS = {"created_at": Job.created_at, "confidence": Job.confidence, "label": Job.label,
          "status": Job.status}
 NULLABLE_SORTS = ("confidence", "label")      # their NULLs sort last in both orders
+# One plain value per cell (spreadsheets sort on them): a column per class probability and per
+# pipeline stage, never a JSON string.
+PROBABILITY_COLUMNS = tuple(f"p_{name}" for name in CLASS_NAMES)
+TIMING_COLUMNS = ("download_s", "sample_s", "features_s", "classify_s", "thumbnails_s", "total_s")
 CSV_COLUMNS = ("id", "batch_id", "source_kind", "source", "status", "progress", "label", "confidence",
-               "subcategory", "agreement", "model_version", "error_code", "error_message", "attempts",
-               "created_at", "started_at", "finished_at", "probabilities", "stage_timings")
+               "subcategory", "subcategory_confidence", "agreement", "true_label", "labelled_at",
+               "model_version", "error_code", "error_message", "attempts", "created_at", "started_at",
+               "finished_at", *PROBABILITY_COLUMNS, *TIMING_COLUMNS)
 
 
 @bp.post("")
 def submit():
     kind, source, extras = job_request()
     job, created = create_job(kind, source, idempotency_key=idempotency_key(), **extras)
-    return jsonify(job.to_dict()), 202 if created else 200
+    return jsonify(job.to_dict()), 202 if created else 200, {"Location": f"/api/jobs/{job.id}"}
 
 
 def load_job(job_id: str) -> Job:
@@ -81,7 +87,29 @@ def retry(job_id):
         raise ApiError(409, "not_retryable", "the job changed state meanwhile; read it again")
     session.refresh(job)
     publish(job)
-    return jsonify(job.to_dict()), 202
+    return jsonify(job.to_dict()), 202, {"Location": f"/api/jobs/{job.id}"}
+
+
+@bp.put("/<job_id>/label")
+def set_label(job_id):
+    """The user's correction: {"label": "<class>"} sets the job's true label, {"label": null}
+    clears it. Kept apart from the model's answer (and through retries) for `vidclass export-labels`."""
+    body = json_body()
+    if "label" not in body:
+        raise ApiError(400, "missing_label", f"JSON body needs `label`: one of {', '.join(CLASS_NAMES)}, "
+                                             f"or null to clear the correction", field="label")
+    raw = body["label"]
+    if raw is not None and not isinstance(raw, str):
+        raise ApiError(400, "bad_label", "label must be a class name or null", field="label")
+    label = _labels(raw, "label", "bad_label") if raw is not None else []
+    if raw is not None and len(label) != 1:
+        raise ApiError(400, "bad_label", f"label must be one of {', '.join(CLASS_NAMES)}", field="label")
+    session = get_session()
+    job = load_job(job_id)
+    job.true_label = label[0] if label else None
+    job.labelled_at = utcnow() if label else None
+    session.commit()
+    return jsonify(job.to_dict())
 
 
 @bp.get("/<job_id>/thumbnails/<int:n>.jpg")
@@ -131,9 +159,17 @@ def history_filters():
                            field="status")
         query = query.where(Job.status.in_(wanted))
     if args.get("label"):
-        query = query.where(Job.label.in_([s.strip() for s in args["label"].split(",")]))
+        query = query.where(Job.label.in_(_labels(args["label"], "label")))
     if args.get("batch"):
         query = query.where(Job.batch_id == args["batch"])
+    corrected = _flag_arg("corrected")
+    if corrected is not None:
+        query = query.where(Job.true_label.is_not(None) if corrected else Job.true_label.is_(None))
+    disagrees = _flag_arg("disagrees")
+    if disagrees is not None:
+        wrong = Job.true_label != Job.label
+        query = query.where(Job.true_label.is_not(None), Job.label.is_not(None),
+                            wrong if disagrees else ~wrong)
     if args.get("source_kind"):
         query = query.where(Job.source_kind == args["source_kind"])
     if args.get("q"):
@@ -150,11 +186,13 @@ def history_filters():
             minimum = float(args["min_confidence"])
         except ValueError:
             raise ApiError(400, "bad_filter", "min_confidence must be a number", field="min_confidence") from None
+        if not 0 <= minimum <= 1:
+            raise ApiError(400, "bad_filter", f"min_confidence is a fraction between 0 and 1 (0.9 for 90%), "
+                                              f"got {args['min_confidence']!r}", field="min_confidence")
         query = query.where(Job.confidence >= minimum)
-    if args.get("uncertain"):
-        if args["uncertain"] not in ("0", "1", "true", "false"):
-            raise ApiError(400, "bad_filter", "uncertain must be 1 or 0", field="uncertain")
-        query = query.where(Job.uncertain.is_(args["uncertain"] in ("1", "true")))
+    uncertain = _flag_arg("uncertain")
+    if uncertain is not None:
+        query = query.where(Job.uncertain.is_(uncertain))
     sort = args.get("sort", "created_at")
     if sort not in SORTS:
         raise ApiError(400, "bad_sort", f"sort must be one of {', '.join(SORTS)}", field="sort")
@@ -162,6 +200,33 @@ def history_filters():
     if order not in ("asc", "desc"):
         raise ApiError(400, "bad_sort", "order must be asc or desc", field="order")
     return query, sort, order
+
+
+def _flag_arg(name: str) -> bool | None:
+    """1/0 (true/false, yes/no) or None when the argument is absent."""
+    raw = request.args.get(name, "").lower()
+    if raw == "":
+        return None
+    if raw in ("1", "true", "yes", "0", "false", "no"):
+        return raw in ("1", "true", "yes")
+    raise ApiError(400, "bad_filter", f"{name} must be 1 or 0", field=name)
+
+
+_CANONICAL_LABELS = {name.lower(): name for name in CLASS_NAMES}
+
+
+def _labels(raw: str, field: str, code: str = "bad_filter") -> list[str]:
+    """Comma-separated class names, any case ("gaming", "flat_content"), as stored."""
+    out = []
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        name = _CANONICAL_LABELS.get(part.lower())
+        if name is None:
+            raise ApiError(400, code, f"unknown label {part!r}; one of {', '.join(CLASS_NAMES)}",
+                           field=field)
+        out.append(name)
+    return out
 
 
 def _int_arg(name: str, default: int, low: int, high: int) -> int:
@@ -184,7 +249,9 @@ def history():
         raise ApiError(400, "bad_format", "format must be json or csv", field="format")
     session = get_session()
     if fmt == "csv":
-        return _csv_response(session, history_query())
+        return _csv_response(history_query())
+    if is_export():
+        return _json_export(history_query())
     filtered, sort, order = history_filters()
     per_page = _int_arg("per_page", 50, 1, 500)
     body = {"per_page": per_page}
@@ -267,34 +334,78 @@ def keyset_page(session, filtered, sort: str, order: str, cursor: dict | None, l
     return rows
 
 
-def _csv_response(session, query) -> Response:
-    maker_url = current_app.config["DATABASE_URL"]
+def is_export() -> bool:
+    """CSV, or JSON with download=1: every matching row, streamed as an attachment."""
+    args = request.args
+    return args.get("format") == "csv" or args.get("download", "").lower() in ("1", "true", "yes")
+
+
+def _stream_rows(query):
+    """Every row of `query`, 500 at a time, in a session of its own: the request's session is
+    closed at teardown, before the stream ends."""
+    from db import session as db_session
+
+    with db_session.session_scope(current_app.config["DATABASE_URL"]) as s:
+        yield from s.execute(query.execution_options(yield_per=500)).scalars()
+
+
+def _chunked(pieces, size: int = 1 << 16):
+    buffer, length = [], 0
+    for piece in pieces:
+        buffer.append(piece)
+        length += len(piece)
+        if length > size:
+            yield "".join(buffer)
+            buffer, length = [], 0
+    yield "".join(buffer)
+
+
+def _csv_response(query) -> Response:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+
+    def line(row) -> str:
+        buffer.seek(0)
+        buffer.truncate()
+        writer.writerow(row)
+        return buffer.getvalue()
 
     def rows():
-        from db import session as db_session
+        yield line(CSV_COLUMNS)
+        for job in _stream_rows(query):
+            yield line(_csv_row(job))
 
-        # Its own session: the request's is closed at teardown, before the stream ends.
-        with db_session.session_scope(maker_url) as s:
-            buffer = io.StringIO()
-            writer = csv.writer(buffer)
-            writer.writerow(CSV_COLUMNS)
-            for job in s.execute(query.execution_options(yield_per=500)).scalars():
-                writer.writerow(_csv_row(job))
-                if buffer.tell() > 1 << 16:
-                    yield buffer.getvalue()
-                    buffer.seek(0)
-                    buffer.truncate()
-            yield buffer.getvalue()
-
-    return Response(stream_with_context(rows()), mimetype="text/csv",
+    return Response(stream_with_context(_chunked(rows())), mimetype="text/csv",
                     headers={"Content-Disposition": "attachment; filename=vidclass-jobs.csv"})
+
+
+def _json_export(query) -> Response:
+    """{"jobs": [...every match...], "total": N}, written row by row (100,000 rows never sit in
+    memory); total comes last so it counts exactly the rows written."""
+    def pieces():
+        yield '{"jobs": ['
+        n = 0
+        for job in _stream_rows(query):
+            yield ("," if n else "") + "\n" + json.dumps(job.to_dict())
+            n += 1
+        yield f'\n], "total": {n}}}\n'
+
+    return Response(stream_with_context(_chunked(pieces())), mimetype="application/json",
+                    headers={"Content-Disposition": "attachment; filename=vidclass-jobs.json"})
 
 
 def _csv_row(job: Job) -> list:
     d = job.to_dict()
     d["error_code"], d["error_message"] = job.error_code, job.error_message
-    return [csv_cell(json.dumps(d[c], sort_keys=True) if c in ("probabilities", "stage_timings") and d[c]
-                     else d[c]) for c in CSV_COLUMNS]
+    d["true_label"], d["labelled_at"] = job.true_label, d.get("labelled_at")
+    probabilities = job.probabilities or {}
+    timings = job.stage_timings or {}
+    for name, column in zip(CLASS_NAMES, PROBABILITY_COLUMNS):
+        d[column] = probabilities.get(name)
+    for column in TIMING_COLUMNS:
+        value = timings.get(column)
+        d[column] = value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    return [csv_cell(d[c]) for c in CSV_COLUMNS]
 
 
 # Spreadsheets run a cell starting with one of these as a formula (=HYPERLINK(...), -2+3+cmd).

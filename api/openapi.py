@@ -4,6 +4,7 @@ from __future__ import annotations
 from flask import Blueprint, jsonify
 
 import vidclass
+from vidclass import CLASS_NAMES
 
 bp = Blueprint("openapi", __name__)
 
@@ -16,9 +17,16 @@ def _json(schema: dict, description: str) -> dict:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+def _located(schema: dict, description: str) -> dict:
+    return {**_json(schema, description), "headers": {"Location": {
+        "description": "URL of the accepted resource: poll it", "schema": {"type": "string"}}}}
+
+
 ERR = _json(_ref("Error"), "Error: {code, message}")
 JOB = _json(_ref("Job"), "The job")
+LOCATED_JOB = _located(_ref("Job"), "Accepted; `Location` is the job's URL")
 JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
+BATCH_ID = {"name": "batch_id", "in": "path", "required": True, "schema": {"type": "string"}}
 
 
 def _q(name: str, schema: dict, description: str) -> dict:
@@ -56,18 +64,24 @@ SPEC = {
             "post": {"summary": "Submit a job (URL, test-set name or upload)",
                      "parameters": [IDEMPOTENCY],
                      "requestBody": SUBMIT_BODY,
-                     "responses": {"202": JOB, "200": JOB, "400": ERR, "404": ERR, "413": ERR, "415": ERR,
+                     "responses": {"202": LOCATED_JOB, "200": JOB, "400": ERR, "404": ERR, "413": ERR, "415": ERR,
                                    "422": ERR, **GUARDED}},
             "get": {"summary": "Job history with filters, sort, pages; CSV export",
                     "parameters": [
                         _q("status", {"type": "string"}, "comma-separated statuses"),
-                        _q("label", {"type": "string"}, "comma-separated labels"),
+                        _q("label", {"type": "string"}, "comma-separated class names, any case "
+                                                        "(400 bad_filter for an unknown one)"),
                         _q("batch", {"type": "string"}, "batch id"),
                         _q("source_kind", {"type": "string", "enum": ["url", "upload", "test-set"]}, ""),
                         _q("q", {"type": "string"}, "substring of the source (URL, file or video name)"),
                         _q("created_from", {"type": "string"}, "ISO date or datetime (inclusive)"),
                         _q("created_to", {"type": "string"}, "ISO date (whole day) or datetime (inclusive)"),
-                        _q("min_confidence", {"type": "number"}, ""),
+                        _q("min_confidence", {"type": "number", "minimum": 0, "maximum": 1},
+                           "a fraction: 0.9 for 90% (400 bad_filter outside 0..1)"),
+                        _q("corrected", {"type": "integer", "enum": [0, 1]},
+                           "1: jobs a user gave a true label (PUT .../label); 0: the others"),
+                        _q("disagrees", {"type": "integer", "enum": [0, 1]},
+                           "1: corrected jobs whose true label is not the model's; 0: corrected and agreeing"),
                         _q("uncertain", {"type": "string", "enum": ["1", "0"]},
                            "1: only results under the model's confidence threshold; 0: only the others"),
                         _q("sort", {"type": "string", "enum": ["created_at", "confidence", "label", "status"]}, ""),
@@ -77,9 +91,14 @@ SPEC = {
                         _q("cursor", {"type": "string"}, "keyset page: the next_cursor of the previous "
                                                          "page (same sort and order); any depth"),
                         _q("per_page", {"type": "integer", "minimum": 1, "maximum": 500}, "default 50"),
-                        _q("format", {"type": "string", "enum": ["json", "csv"]}, "csv: every matching row")],
-                    "responses": {"200": {"description": "A page of jobs, or CSV", "content": {
-                        "application/json": {"schema": _ref("JobPage")},
+                        _q("format", {"type": "string", "enum": ["json", "csv"]},
+                           "csv: every matching row, streamed as an attachment (a column per class "
+                           "probability p_<class> and per stage <stage>_s)"),
+                        _q("download", {"type": "integer", "enum": [0, 1]},
+                           "1 (with format=json): every matching row, streamed as an attachment: "
+                           "{jobs: [...], total}")],
+                    "responses": {"200": {"description": "A page of jobs, the JSON export or CSV", "content": {
+                        "application/json": {"schema": {"oneOf": [_ref("JobPage"), _ref("JobExport")]}},
                         "text/csv": {"schema": {"type": "string"}}}}, "400": ERR, **GUARDED}},
         },
         "/api/jobs/{job_id}": {
@@ -89,7 +108,15 @@ SPEC = {
                      "responses": {"200": JOB, "404": ERR, "409": ERR, **GUARDED}}},
         "/api/jobs/{job_id}/retry": {
             "post": {"summary": "Run a failed or cancelled job again", "parameters": [JOB_ID],
-                     "responses": {"202": JOB, "404": ERR, "409": ERR, **GUARDED}}},
+                     "responses": {"202": LOCATED_JOB, "404": ERR, "409": ERR, **GUARDED}}},
+        "/api/jobs/{job_id}/label": {
+            "put": {"summary": "Correct a result: set the job's true label (null clears it)",
+                    "parameters": [JOB_ID],
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                        "type": "object", "required": ["label"], "properties": {
+                            "label": {"type": "string", "nullable": True, "enum": list(CLASS_NAMES) + [None],
+                                      "description": "a class name (any case) or null"}}}}}},
+                    "responses": {"200": JOB, "400": ERR, "404": ERR, **GUARDED}}},
         "/api/jobs/{job_id}/thumbnails/{n}.jpg": {
             "get": {"summary": "The n-th sampled-frame thumbnail of a job",
                     "parameters": [JOB_ID, {"name": "n", "in": "path", "required": True,
@@ -97,17 +124,28 @@ SPEC = {
                     "responses": {"200": {"description": "JPEG", "content": {"image/jpeg": {}}},
                                   "404": ERR}}},
         "/api/batches": {
-            "post": {"summary": "Submit up to MAX_BATCH_URLS URLs (JSON list or text/CSV file)",
+            "get": {"summary": "Batches, newest first, with counts per status and label and progress",
+                    "parameters": [_q("page", {"type": "integer", "minimum": 1}, ""),
+                                   _q("per_page", {"type": "integer", "minimum": 1, "maximum": 200}, "default 20")],
+                    "responses": {"200": _json({"type": "object", "properties": {
+                        "batches": {"type": "array", "items": _ref("Batch")}, "page": {"type": "integer"},
+                        "per_page": {"type": "integer"}, "total": {"type": "integer"},
+                        "pages": {"type": "integer"}}}, "A page of batches"), "400": ERR}},
+            "post": {"summary": "Submit up to MAX_BATCH_URLS URLs (JSON list, pasted text or text/CSV file)",
                      "parameters": [IDEMPOTENCY],
                      "requestBody": {"required": True, "content": {
                          "application/json": {"schema": {"type": "object", "required": ["urls"], "properties": {
                              "urls": {"type": "array", "items": {"type": "string"}},
+                             "text": {"type": "string", "description": "instead of urls: the list as typed, "
+                                      "one URL a line; blank lines and lines starting with # are skipped, "
+                                      "rejected lines keep the text's own line numbers"},
                              "name": {"type": "string"}, "callback_url": {"type": "string"}}}},
                          "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
                              "file": {"type": "string", "format": "binary",
-                                      "description": "one URL a line; CSV: `url` column or the first"},
+                                      "description": "one URL a line (blank and # lines skipped, as `text`); "
+                                                     "CSV: `url` column or the first"},
                              "name": {"type": "string"}}}}}},
-                     "responses": {"202": _json(_ref("Batch"), "The batch; bad lines in invalid_lines"),
+                     "responses": {"202": _located(_ref("Batch"), "The batch; bad lines in invalid_lines"),
                                    "200": _json(_ref("Batch"), "The batch made earlier with this Idempotency-Key"),
                                    "400": ERR, "413": ERR, "415": ERR, "422": ERR, **GUARDED}}},
         "/api/batches/{batch_id}": {
@@ -115,6 +153,16 @@ SPEC = {
                     "parameters": [{"name": "batch_id", "in": "path", "required": True,
                                     "schema": {"type": "string"}}],
                     "responses": {"200": _json(_ref("Batch"), "The batch"), "404": ERR}}},
+        "/api/batches/{batch_id}/cancel": {
+            "post": {"summary": "Cancel the batch's queued and running jobs (finished ones stay)",
+                     "parameters": [BATCH_ID],
+                     "responses": {"200": _json(_ref("Batch"), "The batch, with `cancelled`: jobs cancelled now"),
+                                   "404": ERR, **GUARDED}}},
+        "/api/batches/{batch_id}/retry": {
+            "post": {"summary": "Run the batch's failed jobs again",
+                     "parameters": [BATCH_ID],
+                     "responses": {"202": _located(_ref("Batch"), "The batch, with `retried`: jobs queued again"),
+                                   "404": ERR, **GUARDED}}},
         "/api/videos": {
             "get": {"summary": "Test-set video names by category (original API)",
                     "responses": {"200": _json({"type": "object", "properties": {
@@ -128,14 +176,34 @@ SPEC = {
                                        "seconds to wait for a URL/upload job (default SYNC_WAIT_S)")],
                      "requestBody": SUBMIT_BODY,
                      "responses": {"200": _json(_ref("Result"), "The classification"),
-                                   "202": JOB, "400": ERR, "404": ERR, "422": ERR, "503": ERR, **GUARDED}}},
+                                   "202": LOCATED_JOB, "400": ERR, "404": ERR, "422": ERR, "503": ERR, **GUARDED}}},
         "/api/health": {
             "get": {"summary": "Versions and reachability of database, queue and model; whether API "
                                 "keys are required; `vidclass up`'s restarts (no connection URLs)",
                     "responses": {"200": _json({"type": "object"}, "Healthy"),
                                   "503": _json({"type": "object"}, "Database or queue unreachable")}}},
+        "/api/dashboard": {
+            "get": {"summary": "Workers and queue at a glance: queue depth per queue, live workers and "
+                               "their model version, running jobs and their worker, jobs finished per "
+                               "minute over the last hour, median time per stage (last 200 done jobs), "
+                               "an ETA per unfinished batch (remaining x median job time / jobs in parallel)",
+                    "responses": {"200": _json({"type": "object", "properties": {
+                        "queues": {"type": "object", "additionalProperties": {"type": "integer"}},
+                        "workers": {"type": "array", "items": {"type": "object"}},
+                        "running": {"type": "array", "items": {"type": "object"}},
+                        "throughput": {"type": "object", "properties": {
+                            "per_minute": {"type": "array", "items": {"type": "integer"},
+                                           "description": "60 counts, oldest minute first"},
+                            "last_hour": {"type": "integer"}}},
+                        "stage_medians_s": {"type": "object", "additionalProperties": {"type": "number"}},
+                        "batches": {"type": "array", "items": {"type": "object", "properties": {
+                            "id": {"type": "string"}, "remaining": {"type": "integer"},
+                            "eta_s": {"type": "number", "nullable": True}}}}}}, "The dashboard")}}},
         "/api/openapi.json": {
             "get": {"summary": "This document", "responses": {"200": _json({"type": "object"}, "OpenAPI 3")}}},
+        "/api/docs": {
+            "get": {"summary": "This document as a web page (served by this server, no external requests)",
+                    "responses": {"200": {"description": "HTML", "content": {"text/html": {}}}}}},
         "/metrics": {
             "get": {"summary": "Prometheus metrics: jobs by status, stage durations, queue depth",
                     "responses": {"200": {"description": "Prometheus text format",
@@ -164,7 +232,13 @@ SPEC = {
             "attempts": {"type": "integer"}, "created_at": {"type": "string", "format": "date-time"},
             "started_at": {"type": "string", "nullable": True},
             "finished_at": {"type": "string", "nullable": True},
-            "thumbnails": {"type": "array", "items": {"type": "string"}}}},
+            "thumbnails": {"type": "array", "items": {"type": "string"}},
+            "true_label": {"type": "string", "nullable": True,
+                           "description": "the label a user says is right (PUT /api/jobs/{job_id}/label)"},
+            "labelled_at": {"type": "string", "nullable": True}}},
+        "JobExport": {"type": "object", "properties": {
+            "jobs": {"type": "array", "items": _ref("Job")},
+            "total": {"type": "integer", "description": "rows in jobs"}}},
         "JobPage": {"type": "object", "properties": {
             "jobs": {"type": "array", "items": _ref("Job")}, "page": {"type": "integer"},
             "per_page": {"type": "integer"}, "total": {"type": "integer"}, "pages": {"type": "integer"},
@@ -179,6 +253,9 @@ SPEC = {
                 "description": "The first 100 rejected lines (values cut to 200 characters)"},
             "invalid_count": {"type": "integer", "description": "All rejected lines"},
             "status_counts": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "label_counts": {"type": "object", "additionalProperties": {"type": "integer"},
+                             "description": "done jobs per label"},
+            "finished": {"type": "integer"}, "done": {"type": "boolean"},
             "progress": {"type": "number"}}},
         "Result": {"type": "object", "properties": {
             "label": {"type": "string"}, "confidence": {"type": "number"},

@@ -46,12 +46,22 @@ def _ui_asset(name: str) -> str:
     return asset_url(name)
 
 
-@bp.get("/")
-def index() -> Response:
-    response = Response(render_template("vidclass_index.html"))
+def _page(template: str) -> Response:
+    response = Response(render_template(template))
     response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Referrer-Policy"] = "same-origin"
     # The page is tiny and its assets are versioned; always serve the current page.
     response.headers["Cache-Control"] = "no-cache"
     return response
+
+
+@bp.get("/")
+def index() -> Response:
+    return _page("vidclass_index.html")
+
+
+@bp.get("/api/docs")
+def api_docs() -> Response:
+    """/api/openapi.json rendered for people by web/static/js/apidocs.js (no CDN, same CSP)."""
+    return _page("vidclass_apidocs.html")

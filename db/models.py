@@ -148,6 +148,7 @@ class Job(Base):
             "callback_url": self.callback_url, "callback_status": self.callback_status,
             "thumbnails": [f"/api/jobs/{self.id}/thumbnails/{n}.jpg"
                            for n in range(self.thumbnails_count or 0)],
+            "true_label": self.true_label, "labelled_at": _iso(self.labelled_at),
         }
 
 

@@ -103,6 +103,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Deepest `page` offset (rows) of GET /api/jobs; deeper pages answer 400 "
             "`offset_too_large`: use the `cursor` (next_cursor) instead."),
     Setting("WORKER_CONCURRENCY", 2, int, "Worker processes of `vidclass worker` / `vidclass up --workers`."),
+    Setting("VIDCLASS_PORT", 5000, int,
+            "Port of `vidclass up` and `vidclass api` when `--port` is not given (`make run PORT=5001` "
+            "passes `--port`). Both check that it is free before starting anything."),
     Setting("VIDCLASS_MODELS_DIR", "", str, "Ensemble checkpoints (default models_enhanced/)."),
     Setting("VIDCLASS_UNCERTAIN_BELOW", "", str,
             "Results whose top-class confidence is under this (0-1) say `uncertain: true`. Empty: the "

@@ -472,14 +472,16 @@ def test_test_set_video_from_the_searchable_list(page, service):
 
 def test_bulk_list_shows_batch_progress_counts_and_rejected_lines(page, service, clips, tmp_path):
     page.get_by_role("tab", name="Bulk list").click()
-    lines = [clips.url("flat_term_python_repl.mp4"), "ftp://example.invalid/x.mp4",
+    # A comment and a blank line: skipped, and the rejected line keeps the number the user sees.
+    lines = ["# clips for the demo", clips.url("flat_term_python_repl.mp4"), "", "ftp://example.invalid/x.mp4",
              clips.url("animation_planetblupi_play101.mp4")]
     page.get_by_label("URLs, one per line").fill("\n".join(lines))
     page.get_by_role("button", name="Submit batch").click()
     batch = page.locator("#batches .batch").first
     batch_id = batch.get_attribute("data-id")
     expect(batch.locator(".batch-errors summary")).to_have_text("1 line was rejected")
-    expect(batch.locator(".batch-errors li")).to_contain_text("Line 2")
+    expect(batch.locator(".batch-errors li")).to_contain_text("Line 4")
+    expect(page.locator("#message")).to_contain_text("1 line(s) were rejected")
     expect(batch).to_have_attribute("data-status", "finished", timeout=JOB_TIMEOUT_MS)
     expect(batch.locator("progress")).to_have_js_property("value", 100)
     info = api(service, f"/api/batches/{batch_id}")
@@ -498,6 +500,7 @@ def test_bulk_list_shows_batch_progress_counts_and_rejected_lines(page, service,
     # The batch's link opens History filtered to its jobs; Classify and back keeps the filter.
     batch.get_by_role("link", name="Open this batch in History").click()
     expect(page.get_by_label("Batch", exact=True)).to_have_value(batch_id)
+    expect(page.locator("#message")).to_be_hidden()          # the banner stayed with its view
     expect(page.locator("#history-body tr")).to_have_count(2)
     expect(page.locator("#history-summary")).to_have_text("Showing 1–2 of 2 jobs.")
     page.get_by_role("tab", name="Classify").click()
@@ -505,12 +508,13 @@ def test_bulk_list_shows_batch_progress_counts_and_rejected_lines(page, service,
     expect(page.get_by_label("Batch", exact=True)).to_have_value(batch_id)
     page.get_by_role("tab", name="Classify").click()
 
-    # The same from an uploaded text file.
+    # The same from an uploaded text file, whose comment line is skipped as the tab says.
     listing = tmp_path / "urls.txt"
-    listing.write_text(clips.url("gaming_supertux_4.mp4") + "\n\n")
+    listing.write_text("# my list\n" + clips.url("gaming_supertux_4.mp4") + "\n\n")
     page.set_input_files("#bulk-file", str(listing))
     page.get_by_role("button", name="Submit batch").click()
     second = page.locator(f'#batches .batch:not([data-id="{batch_id}"])').first
+    expect(second.locator(".batch-errors")).to_have_count(0)
     expect(second).to_have_attribute("data-status", "finished", timeout=JOB_TIMEOUT_MS)
     assert api(service, f"/api/batches/{second.get_attribute('data-id')}")["status_counts"] == {"done": 1}
 
@@ -572,8 +576,10 @@ def test_history_filters_sorting_chart_and_exports(page, service, clips):
     assert {r["status"] for r in rows} == {"done"}
     with page.expect_download() as download:
         page.get_by_role("link", name="JSON").click()
+    assert download.value.suggested_filename == "vidclass-jobs.json"
     exported = json.loads(Path(download.value.path()).read_text())
-    assert exported["total"] == api_done["total"]
+    assert exported["total"] == api_done["total"] == len(exported["jobs"])
+    assert [j["id"] for j in exported["jobs"]] == [r["id"] for r in rows]     # every match, not a page
 
     # Details of a row open the full result card.
     page.locator(f'#history-body tr[data-id="{expected[0]["id"]}"] button').click()
@@ -602,6 +608,133 @@ def test_history_date_and_confidence_filters(page, service):
     expect(page.locator("#history-summary")).to_have_text(
         "No jobs match." if expected == 0 else f"Showing 1–{min(expected, 20)} of {expected} jobs.")
     assert "min_confidence=25" in page.url
+
+
+def test_dashboard_shows_queue_workers_throughput_and_stage_times(page, service, clips):
+    run_job(service, {"url": clips.url("gaming_supertux_4.mp4")})
+    page.get_by_role("tab", name="Dashboard").click()
+    expect(page).to_have_url(f"{service}/#dashboard")
+    d = api(service, "/api/dashboard")
+    for name, depth in d["queues"].items():
+        expect(page.locator(f'#dash-queues dd[data-queue="{name}"]')).to_have_text(str(depth))
+    assert d["workers"], d
+    expect(page.locator("#dash-workers tbody tr")).to_have_count(len(d["workers"]))
+    for w in d["workers"]:
+        expect(page.locator(f'#dash-workers tr[data-worker="{w["name"]}"]')).to_contain_text(w["model_version"][:12])
+    assert d["throughput"]["last_hour"] >= 1
+    expect(page.locator("#dash-throughput-total")).to_contain_text(f'{d["throughput"]["last_hour"]} job')
+    expect(page.locator("#dash-throughput svg rect.bar")).to_have_count(60)
+    assert "total_s" in d["stage_medians_s"]
+    expect(page.locator("#dash-stages dd")).to_have_count(len(d["stage_medians_s"]))
+    if d["running"]:
+        expect(page.locator("#dash-running tbody tr")).to_have_count(len(d["running"]))
+    else:
+        expect(page.locator("#dash-running")).to_have_text("No job is running.")
+    screenshot(page, "dashboard", full_page=False)
+
+
+def _wait_batch(service, batch_id):
+    deadline = time.monotonic() + JOB_TIMEOUT_MS / 1000
+    while True:
+        batch = api(service, f"/api/batches/{batch_id}")
+        if batch["done"]:
+            return batch
+        assert time.monotonic() < deadline, f"batch {batch_id} did not finish: {batch}"
+        time.sleep(0.5)
+
+
+def test_batches_view_shows_progress_labels_and_cancels_and_retries(page, service, clips):
+    finished = api(service, "/api/batches", "POST",
+                   {"urls": [clips.url("gaming_supertux_4.mp4"), clips.url("no_such_clip_either.mp4")]})
+    finished = _wait_batch(service, finished["id"])
+    assert finished["status_counts"] == {"done": 1, "failed": 1}
+    clips.gate.clear()
+    try:
+        waiting = api(service, "/api/batches", "POST", {"urls": [f"{clips.base}/slow/flat_term_python_repl.mp4",
+                                                                 f"{clips.base}/slow/gaming_supertux_4.mp4"]})
+        page.get_by_role("tab", name="Batches").click()
+        expect(page).to_have_url(f"{service}/#batches")
+        card = page.locator(f'#batch-list .batch[data-id="{finished["id"]}"]')
+        expect(card).to_have_attribute("data-status", "finished")
+        for label, count in finished["label_counts"].items():
+            expect(card.locator(f'.label-counts [data-label="{label}"] .count-value')).to_have_text(str(count))
+        expect(card.locator(".batch-job")).to_have_count(2)
+        running = page.locator(f'#batch-list .batch[data-id="{waiting["id"]}"]')
+        expect(running).to_have_attribute("data-status", "running")
+        expect(running.get_by_role("button", name="Retry", exact=False)).to_have_count(0)
+        screenshot(page, "batches", full_page=False)
+        running.get_by_role("button", name="Cancel", exact=False).click()
+        expect(running).to_have_attribute("data-status", "finished")
+        expect(running.locator('.count-chip[data-status="cancelled"] .count-value')).to_have_text("2")
+        assert api(service, f"/api/batches/{waiting['id']}")["status_counts"] == {"cancelled": 2}
+    finally:
+        clips.gate.set()
+    failed_job = next(j for j in api(service, f"/api/jobs?batch={finished['id']}")["jobs"] if j["status"] == "failed")
+    expect(card.get_by_role("button", name="Retry the failed jobs", exact=False)).to_have_text("Retry 1 failed")
+    card.get_by_role("button", name="Retry the failed jobs", exact=False).click()
+    # The same job runs again (and fails again: the clip is still missing).
+    deadline = time.monotonic() + JOB_TIMEOUT_MS / 1000
+    while api(service, f"/api/jobs/{failed_job['id']}")["finished_at"] == failed_job["finished_at"]:
+        assert time.monotonic() < deadline, "the failed job was not run again"
+        time.sleep(0.5)
+    again = _wait_batch(service, finished["id"])
+    assert again["status_counts"] == {"done": 1, "failed": 1}
+    expect(card.locator('.count-chip[data-status="failed"] .count-value')).to_have_text("1")
+
+
+def test_a_result_can_be_corrected_and_found_again(page, service, clips):
+    done = run_job(service, {"url": clips.url("animation_planetblupi_play101.mp4")})
+    wrong = next(c for c in CLASS_NAMES if c != done["label"])
+    job_id = done["id"]
+    mine = f'#history-body tr[data-id="{job_id}"]'
+    page.goto(service + "/#history?q=planetblupi")
+    page.locator(mine).get_by_role("button").click()
+    card = page.locator("#history-detail li.job")
+    expect(card).to_have_attribute("data-id", done["id"])
+    expect(card.locator(".correction-note")).to_have_text("Wrong? Set the right class.")
+    card.get_by_label("True label").select_option(wrong)
+    card.get_by_role("button", name="Save label").click()
+    expect(card.locator(".correction-note")).to_have_text(f"You corrected this to {human(wrong)}.")
+    job = api(service, f"/api/jobs/{done['id']}")
+    assert job["true_label"] == wrong and job["labelled_at"] and job["label"] == done["label"]
+    screenshot(page, "correction", full_page=False)
+    # "Model was wrong" lists exactly the API's disagreeing jobs.
+    page.get_by_label("Corrections", exact=True).select_option("wrong")
+    expected = api(service, "/api/jobs?q=planetblupi&disagrees=1")
+    assert done["id"] in [j["id"] for j in expected["jobs"]]
+    expect(page.locator("#history-body tr")).to_have_count(expected["total"])
+    expect(page.locator(mine)).to_be_visible()
+    assert "corrected=wrong" in page.url
+    # Clearing the correction takes it out of that list.
+    card.get_by_label("True label").select_option("")
+    card.get_by_role("button", name="Save label").click()
+    expect(card.locator(".correction-note")).to_have_text("Wrong? Set the right class.")
+    assert api(service, f"/api/jobs/{done['id']}")["true_label"] is None
+    expect(page.locator(mine)).to_have_count(0)
+
+
+def test_api_docs_page_renders_the_openapi_document(browser, service):
+    context = browser.new_context()
+    page = context.new_page()
+    watch = PageWatch(page)
+    try:
+        page.goto(service + "/api/docs")
+        expect(page.locator("body")).to_have_attribute("data-ready", "true")
+        spec = api(service, "/api/openapi.json")
+        operations = [(m, p) for p, ops in spec["paths"].items() for m in ops]
+        expect(page.locator(".doc-op")).to_have_count(len(operations))
+        for method, path in operations:
+            op = page.locator(f'.doc-op[data-method="{method}"][data-path="{path}"]')
+            expect(op.locator("h3")).to_contain_text(path)
+            expect(op.locator("p").first).to_have_text(spec["paths"][path][method]["summary"])
+        label = page.locator('.doc-op[data-method="put"][data-path="/api/jobs/{job_id}/label"]')
+        expect(label.locator(".doc-responses")).to_contain_text("200")
+        expect(page.locator(".doc-schema")).to_have_count(len(spec["components"]["schemas"]))
+        expect(page.locator("#schema-Job")).to_contain_text("true_label")
+        screenshot(page, "api_docs", full_page=False)
+        watch.check({"127.0.0.1"})
+    finally:
+        context.close()
 
 
 def test_rejected_submission_shows_the_api_error(page, service):
@@ -649,9 +782,11 @@ def test_phone_width_renders_without_horizontal_scrolling(browser, service, clip
                       [j["id"] for j in recent])
         page.reload()
         expect(page.locator("#jobs li.job")).to_have_count(len(recent))
-        for view in ("classify", "history"):
+        for view in ("classify", "history", "batches", "dashboard"):
+            if view != "classify":
+                page.get_by_role("tab", name=view.capitalize()).click()
+                expect(page.locator(f"#view-{view}")).to_be_visible()
             if view == "history":
-                page.get_by_role("tab", name="History").click()
                 expect(page.locator("#history-body tr").first).to_be_visible()
             width = page.evaluate("() => document.documentElement.scrollWidth")
             assert width <= 390, f"{view} view is {width}px wide on a 390px screen"

@@ -44,22 +44,33 @@ def cmd_classify(args) -> int:
 
     clf = _classifier(args)
     failed = 0
-    bar = tqdm(args.targets, unit="video", disable=args.json or len(args.targets) < 2, file=sys.stderr)
+    as_json = args.json or args.jsonl
+    collected = []              # --json: one document (an array) at the end
+
+    def emit(record: dict) -> None:
+        if args.jsonl:
+            print(json.dumps(record), flush=True)
+        else:
+            collected.append(record)
+
+    bar = tqdm(args.targets, unit="video", disable=as_json or len(args.targets) < 2, file=sys.stderr)
     for target in bar:
         bar.set_postfix_str(str(target)[-40:])
         try:
             result = clf.classify_target(target, exact=args.exact)
         except Exception as exc:  # one bad target must not stop the others
             failed += 1
-            if args.json:
-                print(json.dumps({"target": target, "error": type(exc).__name__, "message": str(exc)}))
+            if as_json:
+                emit({"target": target, "error": type(exc).__name__, "message": str(exc)})
             else:
                 print(f"error: {target}: {exc}", file=sys.stderr)
             continue
-        if args.json:
-            print(json.dumps(result))
+        if as_json:
+            emit(result)
         else:
             _print_result(result)
+    if args.json:
+        print(json.dumps(collected, indent=1))
     return 1 if failed else 0
 
 
@@ -214,9 +225,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("classify", help="classify test-set names, local files or URLs")
-    p.add_argument("targets", nargs="+", metavar="TARGET")
-    p.add_argument("--json", action="store_true", help="one JSON object per target")
+    p = sub.add_parser("classify", help="classify test-set names, local files or URLs",
+                       description="Classify each TARGET: a test-set video name (as `vidclass videos` "
+                                   "lists), a path to a local video file, or an http(s) URL of a video "
+                                   "or of a page yt-dlp understands.")
+    p.add_argument("targets", nargs="+", metavar="TARGET",
+                   help="test-set name, local video file or http(s) URL")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true",
+                     help="print one JSON document at the end: an array with an object per target "
+                          "(a failed target: {target, error, message})")
+    out.add_argument("--jsonl", action="store_true",
+                     help="stream JSON Lines: one object per target as each finishes")
     p.add_argument("--exact", action="store_true", help="decode exact frames instead of nearest keyframes")
     _add_asset_flags(p)
     p.set_defaults(func=cmd_classify)

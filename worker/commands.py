@@ -45,7 +45,7 @@ def register(subparsers) -> None:
 
     a = subparsers.add_parser("api", help="serve the HTTP API and web UI with gunicorn")
     a.add_argument("--host", default="127.0.0.1")
-    a.add_argument("--port", type=int, default=5000)
+    a.add_argument("--port", type=int, default=None, help="default VIDCLASS_PORT (5000)")
     a.add_argument("--processes", type=int, default=2, help="gunicorn worker processes")
     a.add_argument("--threads", type=int, default=4, help="threads per gunicorn process")
     a.set_defaults(func=cmd_api)
@@ -53,10 +53,20 @@ def register(subparsers) -> None:
     u = subparsers.add_parser("up", help="everything: migrations, Redis (embedded unless REDIS_URL), "
                                          "workers and the API; Ctrl-C stops it all")
     u.add_argument("--host", default="127.0.0.1")
-    u.add_argument("--port", type=int, default=5000)
+    u.add_argument("--port", type=int, default=None, help="default VIDCLASS_PORT (5000)")
     u.add_argument("--workers", type=int, default=None,
                    help="job worker processes (default WORKER_CONCURRENCY=2)")
     u.set_defaults(func=cmd_up)
+
+    e = subparsers.add_parser(
+        "export-labels", help="the jobs users corrected (PUT /api/jobs/<id>/label) as a labelled set",
+        description="Write the videos of corrected jobs as OUT_DIR/{Category}/user_labelled/<file> "
+                    "plus OUT_DIR/MANIFEST.tsv, a data folder `vidclass extract` reads. Only uploads "
+                    "whose file is still on disk can be written; URL jobs are not downloaded again and "
+                    "test-set jobs are already labelled: those are listed as skipped.")
+    e.add_argument("out_dir", metavar="OUT_DIR", help="folder to write (created if missing)")
+    e.add_argument("--database-url", help="default: DATABASE_URL or instance/vidclass.db")
+    e.set_defaults(func=cmd_export_labels)
 
 
 def cmd_db_upgrade(args) -> int:
@@ -141,8 +151,48 @@ def api_argv(host: str, port: int, processes: int, threads: int) -> list[str]:
             "api:create_app()"]
 
 
+def resolve_port(args) -> int:
+    from db import settings
+
+    return args.port if args.port is not None else settings.get("VIDCLASS_PORT")
+
+
+def port_problem(host: str, port: int) -> str | None:
+    """Why host:port cannot be served (already in use, not this machine's), or None."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        # As gunicorn binds: only a listening socket makes the port busy, not old TIME_WAIT ones.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            busy = exc.errno in (98, 48)          # EADDRINUSE on Linux / macOS
+            return (f"port {port} on {host} is already in use (another vidclass or program is serving it)"
+                    if busy else f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+    return None
+
+
+def _refuse_port(host: str, port: int, problem: str) -> int:
+    print(f"vidclass: {problem}.\nChoose another port: `make run PORT={port + 1}`, "
+          f"`vidclass up --port {port + 1}` or VIDCLASS_PORT={port + 1}.", file=sys.stderr)
+    return 2
+
+
 def cmd_api(args) -> int:
-    os.execv(sys.executable, api_argv(args.host, args.port, args.processes, args.threads))
+    from db import session
+
+    port = resolve_port(args)
+    problem = port_problem(args.host, port)
+    if problem:
+        return _refuse_port(args.host, port, problem)
+    # A database that was never migrated would answer every request with "no such table":
+    # bring it to the current schema first, as `vidclass up` does.
+    before = session.current_revision()
+    session.upgrade()
+    after = session.current_revision()
+    if before != after:
+        print(f"database {session.database_url()} migrated from {before or 'empty'} to {after}", flush=True)
+    session.dispose_all()         # no pooled connections inherited across exec
+    os.execv(sys.executable, api_argv(args.host, port, args.processes, args.threads))
     return 0  # not reached
 
 
@@ -263,6 +313,10 @@ def cmd_up(args) -> int:
     def spawn(argv):
         return lambda: subprocess.Popen(argv, env=env, start_new_session=True)
 
+    args.port = resolve_port(args)
+    problem = port_problem(args.host, args.port)
+    if problem:          # before anything starts: no "vidclass is up" followed by bind errors
+        return _refuse_port(args.host, args.port, problem)
     try:
         if not settings.get("REDIS_URL"):
             port = free_port()
@@ -326,3 +380,53 @@ def _stop_all(children, grace_s: float = 15.0) -> None:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+MANIFEST_COLUMNS = ("path", "category", "subcategory", "source", "group", "origin", "license")
+USER_SUBCATEGORY = "user_labelled"
+
+
+def cmd_export_labels(args) -> int:
+    """Corrected jobs -> OUT_DIR/{Category}/user_labelled/<job id>_<file> and MANIFEST.tsv."""
+    import csv
+    import shutil
+
+    from sqlalchemy import select
+    from werkzeug.utils import secure_filename
+
+    from db import session
+    from db.models import Job
+
+    out = Path(args.out_dir)
+    written, skipped = [], []
+    with session.session_scope(args.database_url) as s:
+        jobs = s.execute(select(Job).where(Job.true_label.is_not(None))
+                         .order_by(Job.labelled_at, Job.id)).scalars().all()
+        for job in jobs:
+            if job.source_kind == "url":
+                skipped.append((job, "a URL job: its video is not downloaded again"))
+                continue
+            if job.source_kind != "upload":
+                skipped.append((job, f"a {job.source_kind} job: already part of a labelled set"))
+                continue
+            if not job.file_path or not Path(job.file_path).is_file():
+                skipped.append((job, "its uploaded file is no longer on disk (UPLOAD_RETENTION_H)"))
+                continue
+            name = f"{job.id[:8]}_{secure_filename(job.source) or 'upload.bin'}"
+            rel = Path(job.true_label) / USER_SUBCATEGORY / name
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(job.file_path, out / rel)
+            # Each upload its own group: nothing tells two uploads came from one source.
+            written.append({"path": rel.as_posix(), "category": job.true_label, "subcategory": USER_SUBCATEGORY,
+                            "source": job.source, "group": f"user_upload_{job.id[:8]}",
+                            "origin": "user_label", "license": ""})
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "MANIFEST.tsv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, MANIFEST_COLUMNS, delimiter="\t", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(written)
+    for job, why in skipped:
+        print(f"skipped job {job.id} ({job.source}): {why}", file=sys.stderr)
+    print(f"{len(written)} corrected video{'' if len(written) == 1 else 's'} written to {out} "
+          f"(MANIFEST.tsv); {len(skipped)} skipped. Next: vidclass extract {out} --out FEATURES_DIR")
+    return 0

@@ -4,10 +4,10 @@ import { getJSON, postJSON, query } from "./api.js";
 import { h, $, $$, announce, pct, formatDate, humanLabel, localDay, parseDate } from "./dom.js";
 import { CLASS_NAMES, sourceName } from "./model.js";
 import { renderJob } from "./jobcard.js";
-import { jobsOf } from "./live.js";
+import { jobsOf, setTrueLabel } from "./live.js";
 import { drawChart } from "./chart.js";
 
-const FILTERS = ["q", "status", "label", "batch", "created_from", "created_to", "min_confidence", "uncertain", "per_page"];
+const FILTERS = ["q", "status", "label", "batch", "corrected", "created_from", "created_to", "min_confidence", "uncertain", "per_page"];
 const DEFAULTS = { sort: "created_at", order: "desc", page: 1, per_page: 20, min_confidence: 0 };
 const CHART_PAGE = 500;     // jobs per request when collecting chart data (the API's maximum)
 const CHART_MAX_PAGES = 4;  // at most 2000 jobs in the chart
@@ -46,7 +46,7 @@ export class History {
       });
     });
     // Selects apply immediately; text fields on submit (Enter) so typing does not spam the API.
-    for (const id of ["#f-status", "#f-label", "#f-perpage", "#f-from", "#f-to", "#f-uncertain"]) {
+    for (const id of ["#f-status", "#f-label", "#f-corrected", "#f-perpage", "#f-from", "#f-to", "#f-uncertain"]) {
       $(id).addEventListener("change", () => { this.readForm(); this.state.page = 1; this.apply(); });
     }
     conf.addEventListener("change", () => { this.readForm(); this.state.page = 1; this.apply(); });
@@ -116,6 +116,7 @@ export class History {
     const st = this.state;
     return {
       q: st.q, status: st.status, label: st.label, batch: st.batch,
+      corrected: st.corrected === "yes" ? 1 : "", disagrees: st.corrected === "wrong" ? 1 : "",
       created_from: st.created_from, created_to: st.created_to, uncertain: st.uncertain,
       min_confidence: st.min_confidence ? (Number(st.min_confidence) / 100).toFixed(2) : "",
     };
@@ -124,6 +125,7 @@ export class History {
   hashFor() {
     const st = this.state;
     const params = Object.assign(this.filterParams(), {
+      corrected: st.corrected, disagrees: "",
       min_confidence: st.min_confidence || "",
       sort: st.sort !== DEFAULTS.sort ? st.sort : "",
       order: st.order !== DEFAULTS.order ? st.order : "",
@@ -144,7 +146,7 @@ export class History {
   updateExportLinks() {
     const base = Object.assign(this.filterParams(), { sort: this.state.sort, order: this.state.order });
     $("#export-csv").href = `/api/jobs${query(Object.assign({}, base, { format: "csv" }))}`;
-    $("#export-json").href = `/api/jobs${query(Object.assign({}, base, { format: "json" }))}`;
+    $("#export-json").href = `/api/jobs${query(Object.assign({}, base, { format: "json", download: 1 }))}`;
   }
 
   updateSortHeaders() {
@@ -225,7 +227,18 @@ export class History {
       }
       this.load();
     };
-    const handlers = { onCancel: act("cancel"), onRetry: act("retry") };
+    const handlers = {
+      onCancel: act("cancel"), onRetry: act("retry"),
+      onLabel: async (j, label) => {
+        try {
+          await setTrueLabel(j.id, label);
+        } catch (e) {
+          this.showMessage(`Could not save the label: ${e.message}`, "error");
+        }
+        this.openDetail(j.id);
+        this.load();
+      },
+    };
     $("#detail-body").replaceChildren(renderJob(job, handlers));
     $("#detail-heading").textContent = `Job #${job.id}`;
     section.hidden = false;

@@ -2,7 +2,7 @@
 // the error and a retry button when it failed. Used by the live list and the history detail.
 import { h, pct, seconds, formatDate, humanLabel } from "./dom.js";
 import {
-  ACTIVE, STAGE_TEXT, jobError, sourceName, sourceKindText, thumbnailUrls, progressOf,
+  CLASS_NAMES, ACTIVE, STAGE_TEXT, jobError, sourceName, sourceKindText, thumbnailUrls, progressOf,
   members, sortedClasses,
 } from "./model.js";
 
@@ -117,6 +117,24 @@ function result(job) {
     timingsList(job));
 }
 
+// "Is this right?": the user's true label for the job (PUT /api/jobs/<id>/label), which
+// `vidclass export-labels` turns into training data. handlers.onLabel(job, label or null).
+function correction(job, handlers) {
+  if (!handlers.onLabel) return null;
+  const id = `job-${job.id}-true-label`;
+  const select = h("select", { id, class: "true-label-select", dataset: { action: "true-label" } },
+    h("option", { value: "" }, "— not corrected —"),
+    CLASS_NAMES.map((c) => h("option", { value: c, selected: c === job.true_label }, humanLabel(c))));
+  const note = job.true_label
+    ? (job.true_label === job.label ? "You confirmed this label." : `You corrected this to ${humanLabel(job.true_label)}.`)
+    : "Wrong? Set the right class.";
+  return h("form", { class: "correction", dataset: { trueLabel: job.true_label || "" },
+    onsubmit: (ev) => { ev.preventDefault(); handlers.onLabel(job, select.value || null); } },
+  h("label", { for: id }, "True label"), select,
+  h("button", { type: "submit", class: "secondary small", dataset: { action: "save-label" } }, "Save label"),
+  h("span", { class: "hint correction-note" }, note));
+}
+
 function progressBlock(job) {
   const p = Math.round(progressOf(job));
   const id = `job-${job.id}-progress`;
@@ -165,6 +183,7 @@ function cardContent(job, handlers) {
     h("p", { class: "job-meta" }, meta, h("span", { class: "mono job-id", title: `Job ${job.id}` }, ` · #${shortId(job.id)}`)),
     ACTIVE.has(job.status) ? progressBlock(job) : null,
     job.status === "done" ? result(job) : null,
+    job.status === "done" ? correction(job, handlers) : null,
     job.status === "failed" || job.status === "cancelled" ? errorBlock(job) : null,
     actions(job, handlers),
   ];

@@ -1,6 +1,6 @@
 // The "Your jobs" list: jobs and batches submitted from this browser, kept in localStorage so
 // a reload keeps them, and refreshed by polling the API until each reaches a final status.
-import { getJSON, postJSON, query } from "./api.js";
+import { getJSON, postJSON, request, query } from "./api.js";
 import { h, $, announce, pct, humanLabel, formatDate } from "./dom.js";
 import { ACTIVE, TERMINAL, sourceName } from "./model.js";
 import { renderJob, updateJob, shortId } from "./jobcard.js";
@@ -24,6 +24,7 @@ export class LiveList {
       onCancel: (job) => this.cancel(job),
       onRetry: (job) => this.retry(job),
       onRemove: (job) => this.removeJob(job.id),
+      onLabel: (job, label) => this.setLabel(job, label),
     };
   }
 
@@ -117,6 +118,15 @@ export class LiveList {
     }
   }
 
+  async setLabel(job, label) {
+    try {
+      this.updateJob(await setTrueLabel(job.id, label));
+      announce(label ? `Saved: ${humanLabel(label)} is the true label.` : "Correction removed.");
+    } catch (e) {
+      this.onMessage(`Could not save the label: ${e.message}`, "error");
+    }
+  }
+
   async retry(job) {
     try {
       const again = await postJSON(`/api/jobs/${encodeURIComponent(job.id)}/retry`);
@@ -138,7 +148,7 @@ export class LiveList {
     this.batchesEl.prepend(el);
     const entry = { batch, jobs: Array.isArray(batch.jobs) ? batch.jobs : null, el };
     this.batches.set(batch.id, entry);
-    renderBatch(entry);
+    renderBatch(entry, this.batchActions());
     if (announceIt) announce(`${batchName(batch)} submitted with ${batchTotal(batch)} videos.`);
     this.save();
     this.refreshEmpty();
@@ -152,8 +162,18 @@ export class LiveList {
     const wasFinished = batchFinished(entry.batch);
     entry.batch = Object.assign({}, entry.batch, batch);
     if (Array.isArray(batch.jobs)) entry.jobs = batch.jobs;
-    renderBatch(entry);
+    renderBatch(entry, this.batchActions());
     if (!wasFinished && batchFinished(entry.batch)) announce(`${batchName(entry.batch)} finished.`);
+  }
+
+  // Cancel / Retry failed for batch cards; `after` runs once the server answered (a refresh).
+  batchActions(after) {
+    return batchActions(this.onMessage, async (batch) => {
+      const entry = this.batches.get(batch.id);
+      if (entry) await this.pollBatch(entry);
+      this.schedule();
+      if (after) after();
+    });
   }
 
   async pollBatch(entry) {
@@ -197,6 +217,26 @@ export class LiveList {
     }
     this.schedule();
   }
+}
+
+export function batchActions(onMessage, after) {
+  const act = (verb, done) => async (batch) => {
+    try {
+      const state = await postJSON(`/api/batches/${encodeURIComponent(batch.id)}/${verb}`);
+      announce(done(state));
+      await after(batch);
+    } catch (e) {
+      onMessage(`Could not ${verb} the batch: ${e.message}`, "error");
+    }
+  };
+  return {
+    onCancel: act("cancel", (st) => `${st.cancelled} job${st.cancelled === 1 ? "" : "s"} cancelled.`),
+    onRetry: act("retry", (st) => `${st.retried} failed job${st.retried === 1 ? "" : "s"} queued again.`),
+  };
+}
+
+export function setTrueLabel(id, label) {
+  return request("PUT", `/api/jobs/${encodeURIComponent(id)}/label`, { label });
 }
 
 // ---- batch helpers ---------------------------------------------------------------------------
@@ -245,7 +285,7 @@ function batchName(batch) {
   return batch.name ? `Batch ${batch.name}` : `Batch #${shortId(batch.id)}`;
 }
 
-function renderBatch(entry) {
+export function renderBatch(entry, actions = {}) {
   const { batch, el } = entry;
   const id = batch.id;
   const total = batchTotal(batch);
@@ -259,6 +299,20 @@ function renderBatch(entry) {
     h("li", { class: `count-chip status-${st}`, dataset: { status: st } },
       h("span", { class: "count-name" }, st), " ", h("strong", { class: "mono count-value" }, String(counts[st]))));
 
+  const labels = batch.label_counts || {};
+  const labelChips = Object.keys(labels).sort().map((l) => h("li", { class: "count-chip", dataset: { label: l } },
+    h("span", { class: "label-chip small", dataset: { class: l } }, humanLabel(l)), " ",
+    h("strong", { class: "mono count-value" }, String(labels[l]))));
+  const buttons = [];
+  if (!finished && actions.onCancel) {
+    buttons.push(h("button", { type: "button", class: "secondary small", dataset: { action: "cancel-batch" },
+      "aria-label": `Cancel ${batchName(batch)}`, onclick: () => actions.onCancel(batch) }, "Cancel batch"));
+  }
+  if (Number(counts.failed || 0) > 0 && actions.onRetry) {
+    buttons.push(h("button", { type: "button", class: "primary small", dataset: { action: "retry-batch" },
+      "aria-label": `Retry the failed jobs of ${batchName(batch)}`, onclick: () => actions.onRetry(batch) },
+    `Retry ${counts.failed} failed`));
+  }
   const jobRows = (entry.jobs || []).map((j) => h("li", { class: "batch-job", dataset: { id: j.id, status: j.status } },
     h("span", { class: "batch-job-source", title: j.source || "" }, sourceName(j)),
     h("span", { class: `badge status-${j.status}` }, j.status),
@@ -287,6 +341,8 @@ function renderBatch(entry) {
         h("code", {}, String(e.value ?? e.url ?? e.text ?? "")), " — ", e.message || e.code || "rejected")))) : null,
     jobRows.length ? h("details", { class: "batch-jobs", open: jobRows.length <= 10 },
       h("summary", {}, "Jobs in this batch"), h("ul", { class: "batch-job-list" }, jobRows)) : null,
+    labelChips.length ? h("ul", { class: "counts label-counts", "aria-label": "Results per label" }, labelChips) : null,
+    buttons.length ? h("div", { class: "job-actions" }, buttons) : null,
     h("p", {}, h("a", { href: `#history?batch=${encodeURIComponent(id)}` }, "Open this batch in History")),
   ].filter(Boolean));
 }

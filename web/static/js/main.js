@@ -1,8 +1,11 @@
-// Entry point: wires the views together. Two views, chosen by the URL hash (#classify, #history),
+// Entry point: wires the views together. Four views, chosen by the URL hash (#classify, #batches,
+// #history, #dashboard),
 // so links such as "#history?batch=3" open History with a filter and Back works.
 import { getJSON, apiKey, setApiKey, downloadWithKey } from "./api.js";
 import { $, $$ } from "./dom.js";
-import { LiveList } from "./live.js";
+import { LiveList, batchActions } from "./live.js";
+import { BatchesView } from "./batches.js";
+import { DashboardView } from "./dashboard.js";
 import { setupSubmit } from "./submit.js";
 import { History } from "./history.js";
 
@@ -15,10 +18,12 @@ function showMessage(text, kind = "info") {
 }
 
 function currentView() {
-  return location.hash.startsWith("#history") ? "history" : "classify";
+  if (location.hash.startsWith("#history")) return "history";
+  if (location.hash.startsWith("#dashboard")) return "dashboard";
+  return location.hash.startsWith("#batches") ? "batches" : "classify";
 }
 
-function setupViews(history) {
+function setupViews(history, batches, dashboard) {
   const tabs = $$(".view-tabs [role=tab]");
   const show = (view, focusTab) => {
     for (const t of tabs) {
@@ -28,13 +33,18 @@ function setupViews(history) {
       document.getElementById(t.getAttribute("aria-controls")).hidden = !on;
       if (on && focusTab) t.focus();
     }
+    // A message belongs to the view it came from (e.g. "Batch ... submitted; 1 line was
+    // rejected"): switching views clears it.
+    if (document.body.dataset.view && document.body.dataset.view !== view) showMessage(null);
     document.body.dataset.view = view;
     if (view === "history") history.show();
+    if (view === "batches") batches.show(); else batches.hide();
+    if (view === "dashboard") dashboard.show(); else dashboard.hide();
   };
   tabs.forEach((tab, i) => {
     tab.addEventListener("click", () => {
       // History comes back with the filters it had (kept in its hash).
-      const target = tab.dataset.view === "history" ? history.lastHash || "#history" : "#classify";
+      const target = tab.dataset.view === "history" ? history.lastHash || "#history" : `#${tab.dataset.view}`;
       if (location.hash !== target && !(target === "#classify" && currentView() === "classify")) location.hash = target;
       else show(tab.dataset.view, true);
     });
@@ -125,7 +135,8 @@ function main() {
   keyUi = setupKey();
   setupSubmit(live, showMessage);
   const history = new History(showMessage);
-  setupViews(history);
+  const batches = new BatchesView(showMessage, (refresh) => batchActions(showMessage, refresh));
+  setupViews(history, batches, new DashboardView());
   $("#clear-finished").addEventListener("click", () => live.clearFinished());
   $("#message-close").addEventListener("click", () => showMessage(null));
   live.restore();

@@ -253,10 +253,6 @@ function setupVideos(live, showMessage) {
 }
 
 // ---- bulk list -------------------------------------------------------------------------------
-export function parseUrlList(text) {
-  return text.split(/\r?\n/).map((l) => l.trim()).filter((l) => l && !l.startsWith("#"));
-}
-
 function setupBulk(live, showMessage) {
   const form = $("#form-bulk");
   const text = $("#bulk-text");
@@ -264,8 +260,9 @@ function setupBulk(live, showMessage) {
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const f = fileInput.files && fileInput.files[0];
-    const urls = parseUrlList(text.value);
-    if (!f && !urls.length) { showMessage("Paste at least one link, or choose a text file.", "error"); text.focus(); return; }
+    // The raw text or file goes to the server, which parses both the same way (blank and #
+    // lines skipped) and reports rejected lines by the numbers the user sees.
+    if (!f && !text.value.trim()) { showMessage("Paste at least one link, or choose a text file.", "error"); text.focus(); return; }
     busy(form, true);
     try {
       let batch;
@@ -274,10 +271,10 @@ function setupBulk(live, showMessage) {
         data.append("file", f, f.name);
         batch = await uploadForm("/api/batches", data, null).promise;
       } else {
-        batch = await postJSON("/api/batches", { urls });
+        batch = await postJSON("/api/batches", { text: text.value });
       }
       live.addBatch(batch);
-      const rejected = (batch.invalid_lines || batch.errors || []).length;
+      const rejected = Number(batch.invalid_count ?? (batch.invalid_lines || []).length);
       showMessage(rejected ? `Batch #${batch.id} submitted; ${rejected} line(s) were rejected — see below.` : null,
         rejected ? "warning" : "info");
       text.value = "";
