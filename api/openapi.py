@@ -25,16 +25,24 @@ def _q(name: str, schema: dict, description: str) -> dict:
     return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
 
 
+SEGMENT_OPTIONS = {
+    "segments": {"description": "per-segment timeline: true, false or \"auto\" (default: on for videos "
+                                "longer than SEGMENT_MIN_VIDEO_S)",
+                 "oneOf": [{"type": "boolean"}, {"type": "string", "enum": ["auto"]}]},
+    "min_segment_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 3600,
+                      "description": "shortest timeline segment in seconds (default SEGMENT_MIN_S)"},
+}
+
 SUBMIT_BODY = {
     "required": True,
     "content": {
         "application/json": {"schema": {"type": "object", "properties": {
             "url": {"type": "string", "format": "uri", "description": "http(s) video or page URL"},
             "video": {"type": "string", "description": "test-set video name (GET /api/videos)"},
-            "callback_url": {"type": "string", "format": "uri"}}}},
+            "callback_url": {"type": "string", "format": "uri"}, **SEGMENT_OPTIONS}}},
         "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
             "file": {"type": "string", "format": "binary"},
-            "callback_url": {"type": "string"}}}},
+            "callback_url": {"type": "string"}, **SEGMENT_OPTIONS}}},
     },
 }
 
@@ -88,6 +96,12 @@ SPEC = {
         "/api/jobs/{job_id}/retry": {
             "post": {"summary": "Run a failed or cancelled job again", "parameters": [JOB_ID],
                      "responses": {"202": JOB, "404": ERR, "409": ERR, **GUARDED}}},
+        "/api/jobs/{job_id}/segments/{n}.jpg": {
+            "get": {"summary": "The thumbnail of the n-th timeline segment of a job",
+                    "parameters": [JOB_ID, {"name": "n", "in": "path", "required": True,
+                                            "schema": {"type": "integer", "minimum": 0}}],
+                    "responses": {"200": {"description": "JPEG", "content": {"image/jpeg": {}}},
+                                  "404": ERR}}},
         "/api/jobs/{job_id}/thumbnails/{n}.jpg": {
             "get": {"summary": "The n-th sampled-frame thumbnail of a job",
                     "parameters": [JOB_ID, {"name": "n", "in": "path", "required": True,
@@ -162,7 +176,18 @@ SPEC = {
             "attempts": {"type": "integer"}, "created_at": {"type": "string", "format": "date-time"},
             "started_at": {"type": "string", "nullable": True},
             "finished_at": {"type": "string", "nullable": True},
-            "thumbnails": {"type": "array", "items": {"type": "string"}}}},
+            "thumbnails": {"type": "array", "items": {"type": "string"}},
+            "options": {"type": "object", "properties": SEGMENT_OPTIONS},
+            "segments": {"type": "array", "nullable": True, "items": _ref("Segment")},
+            "mixed": {"type": "boolean", "nullable": True,
+                      "description": "no class labels SEGMENT_MIXED_SHARE of the duration"},
+            "label_shares": {"type": "object", "nullable": True,
+                             "additionalProperties": {"type": "number"}}}},
+        "Segment": {"type": "object", "properties": {
+            "start": {"type": "number"}, "end": {"type": "number"}, "label": {"type": "string"},
+            "confidence": {"type": "number"},
+            "probabilities": {"type": "object", "additionalProperties": {"type": "number"}},
+            "thumbnail": {"type": "string", "nullable": True}}},
         "JobPage": {"type": "object", "properties": {
             "jobs": {"type": "array", "items": _ref("Job")}, "page": {"type": "integer"},
             "per_page": {"type": "integer"}, "total": {"type": "integer"}, "pages": {"type": "integer"},

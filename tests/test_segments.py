@@ -141,3 +141,40 @@ def test_cli_prints_a_table_and_json(mixed_video, tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert "timeline" in out.stdout and "start" in out.stdout
     assert sum(1 for line in out.stdout.splitlines() if "%" in line and ":" in line.split()[0]) >= 2
+
+
+def test_job_options_decide_the_timeline(monkeypatch):
+    from worker.tasks import segment_options
+
+    clip = REPO / "tests" / "fixtures" / "gaming_supertux_4.mp4"     # a few seconds long
+    assert segment_options({}, clip) is None                         # auto: shorter than 60 s
+    monkeypatch.setenv("SEGMENT_MIN_VIDEO_S", "1")
+    assert segment_options({}, clip) is not None                     # auto: longer than 1 s
+    assert segment_options({"segments": False}, clip) is None
+    monkeypatch.setenv("SEGMENT_MIN_VIDEO_S", "600")
+    opts = segment_options({"segments": True, "min_segment_s": 7.5}, clip)
+    assert opts.min_segment_s == 7.5
+
+
+def test_api_options_are_checked_and_stored_segments_are_shown_with_urls():
+    from flask import Flask
+
+    from api.errors import ApiError
+    from api.submit import job_options
+    from db.models import Job
+
+    with Flask(__name__).app_context():
+        assert job_options({}) == {}
+        assert job_options({"segments": "auto"}) == {}
+        assert job_options({"segments": "true", "min_segment_s": "3"}) == {"segments": True, "min_segment_s": 3.0}
+        for bad in ({"segments": "maybe"}, {"segments": 1}, {"min_segment_s": 0}, {"min_segment_s": "x"},
+                    {"min_segment_s": True}):
+            with pytest.raises(ApiError):
+                job_options(bad)
+    job = Job(id="j1", source_kind="url", source="x", status="done", segments=[
+        {"start": 0, "end": 30, "label": "Gaming", "confidence": 0.9, "probabilities": {}, "thumbnail_path": "/t/0.jpg"},
+        {"start": 30, "end": 40, "label": "Flat_Content", "confidence": 0.8, "probabilities": {}}])
+    d = job.to_dict()
+    assert d["segments"][0]["thumbnail"] == "/api/jobs/j1/segments/0.jpg" and "thumbnail_path" not in d["segments"][0]
+    assert d["segments"][1]["thumbnail"] is None
+    assert d["mixed"] is True and d["label_shares"] == {"Gaming": 0.75, "Flat_Content": 0.25}
