@@ -41,11 +41,7 @@ def test_short_segments_merge_across_the_weaker_boundary_and_long_ones_split():
     # a 1 s shot between a strong cut (0.9) and a weak one (0.35): it joins the right neighbour
     shots = _shots(0.0, 100.0, [10.0, 11.0, 40.0], [0.9, 0.35, 0.8], times, opts)
     edges = [(s["start"], s["end"]) for s in shots]
-    assert edges[0] == (0.0, 10.0)
-    assert (10.0, 40.0) in [(edges[1][0], edges[1][1])] or edges[1][0] == 10.0
-    assert all(e - s >= 2.0 for s, e in edges)
-    assert all(e - s <= 30.0 + 1e-6 for s, e in edges)          # 40..100 split in two
-    assert edges[-1][1] == 100.0 and 40.0 in [s for s, _ in edges]
+    assert edges == [(0.0, 10.0), (10.0, 40.0), (40.0, 70.0), (70.0, 100.0)]   # 40..100 split in two
 
 
 def test_format_table_lists_every_segment():

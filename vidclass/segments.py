@@ -243,6 +243,8 @@ def segment_video(path, extractor, ensemble, video=None, options: SegmentOptions
 
     # 1. frames over the whole video, in one pass of seeks
     targets, spacing = _dense_times(start, end, options, reused_t)
+    if not len(targets) and not len(reused_t):
+        targets = np.array([start + duration / 2])              # shorter than half a spacing
     if progress:
         progress("segments", 0.0)
     frames_parts, times_parts, vec_parts = [], [], []
