@@ -121,6 +121,16 @@ def thumbnail(job_id, n):
     return send_file(paths[n], mimetype="image/jpeg", max_age=3600)
 
 
+@bp.get("/<job_id>/segments/<int:n>.jpg")
+def segment_thumbnail(job_id, n):
+    job = load_job(job_id)
+    segments = job.segments or []
+    path = segments[n].get("thumbnail_path") if n < len(segments) else None
+    if not path or not Path(path).is_file():
+        raise ApiError(404, "thumbnail_not_found", f"job {job_id} has no segment thumbnail {n}")
+    return send_file(path, mimetype="image/jpeg", max_age=3600)
+
+
 # ------------------------------------------------------------------ history
 
 def _parse_time(value: str, field: str, end: bool) -> datetime:

@@ -33,16 +33,24 @@ def _q(name: str, schema: dict, description: str) -> dict:
     return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
 
 
+SEGMENT_OPTIONS = {
+    "segments": {"description": "per-segment timeline: true, false or \"auto\" (default: on for videos "
+                                "longer than SEGMENT_MIN_VIDEO_S)",
+                 "oneOf": [{"type": "boolean"}, {"type": "string", "enum": ["auto"]}]},
+    "min_segment_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 3600,
+                      "description": "shortest timeline segment in seconds (default SEGMENT_MIN_S)"},
+}
+
 SUBMIT_BODY = {
     "required": True,
     "content": {
         "application/json": {"schema": {"type": "object", "properties": {
             "url": {"type": "string", "format": "uri", "description": "http(s) video or page URL"},
             "video": {"type": "string", "description": "test-set video name (GET /api/videos)"},
-            "callback_url": {"type": "string", "format": "uri"}}}},
+            "callback_url": {"type": "string", "format": "uri"}, **SEGMENT_OPTIONS}}},
         "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
             "file": {"type": "string", "format": "binary"},
-            "callback_url": {"type": "string"}}}},
+            "callback_url": {"type": "string"}, **SEGMENT_OPTIONS}}},
     },
 }
 
@@ -117,6 +125,12 @@ SPEC = {
                             "label": {"type": "string", "nullable": True, "enum": list(CLASS_NAMES) + [None],
                                       "description": "a class name (any case) or null"}}}}}},
                     "responses": {"200": JOB, "400": ERR, "404": ERR, **GUARDED}}},
+        "/api/jobs/{job_id}/segments/{n}.jpg": {
+            "get": {"summary": "The thumbnail of the n-th timeline segment of a job",
+                    "parameters": [JOB_ID, {"name": "n", "in": "path", "required": True,
+                                            "schema": {"type": "integer", "minimum": 0}}],
+                    "responses": {"200": {"description": "JPEG", "content": {"image/jpeg": {}}},
+                                  "404": ERR}}},
         "/api/jobs/{job_id}/thumbnails/{n}.jpg": {
             "get": {"summary": "The n-th sampled-frame thumbnail of a job",
                     "parameters": [JOB_ID, {"name": "n", "in": "path", "required": True,
@@ -235,7 +249,18 @@ SPEC = {
             "thumbnails": {"type": "array", "items": {"type": "string"}},
             "true_label": {"type": "string", "nullable": True,
                            "description": "the label a user says is right (PUT /api/jobs/{job_id}/label)"},
-            "labelled_at": {"type": "string", "nullable": True}}},
+            "labelled_at": {"type": "string", "nullable": True},
+            "options": {"type": "object", "properties": SEGMENT_OPTIONS},
+            "segments": {"type": "array", "nullable": True, "items": _ref("Segment")},
+            "mixed": {"type": "boolean", "nullable": True,
+                      "description": "no class labels SEGMENT_MIXED_SHARE of the duration"},
+            "label_shares": {"type": "object", "nullable": True,
+                             "additionalProperties": {"type": "number"}}}},
+        "Segment": {"type": "object", "properties": {
+            "start": {"type": "number"}, "end": {"type": "number"}, "label": {"type": "string"},
+            "confidence": {"type": "number"},
+            "probabilities": {"type": "object", "additionalProperties": {"type": "number"}},
+            "thumbnail": {"type": "string", "nullable": True}}},
         "JobExport": {"type": "object", "properties": {
             "jobs": {"type": "array", "items": _ref("Job")},
             "total": {"type": "integer", "description": "rows in jobs"}}},

@@ -142,13 +142,37 @@ def check_key_reuse(stored_hash: str | None, request_hash: str) -> None:
                                                       "different request; use a new key")
 
 
+def job_options(values) -> dict:
+    """The per-job options of a request (JSON body or form): `segments` (true/false; absent or
+    "auto" = by SEGMENT_MIN_VIDEO_S) and `min_segment_s` (seconds, > 0). 400 bad_option otherwise."""
+    options = {}
+    raw = values.get("segments")
+    if raw is not None and raw != "auto":
+        if isinstance(raw, str) and raw.strip().lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            raw = raw.strip().lower() in ("1", "true", "yes", "on")
+        if not isinstance(raw, bool):
+            raise ApiError(400, "bad_option", "segments must be true, false or \"auto\"", field="segments")
+        options["segments"] = raw
+    raw = values.get("min_segment_s")
+    if raw is not None and raw != "":
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            value = float("nan")
+        if isinstance(raw, bool) or not 0 < value <= 3600:
+            raise ApiError(400, "bad_option", "min_segment_s must be a number of seconds in (0, 3600]",
+                           field="min_segment_s")
+        options["min_segment_s"] = value
+    return options
+
+
 def create_job(kind: str, source: str, *, callback_url=None, idempotency_key=None,
-               upload=None) -> tuple[Job, bool]:
+               upload=None, options=None) -> tuple[Job, bool]:
     """Commit a queued job, then publish it. Returns (job, created); created False = idempotent hit."""
     session = get_session()
     digest = None
     if idempotency_key:
-        digest = request_digest(kind, source, callback_url, upload)
+        digest = request_digest(kind, source, callback_url, upload, *([options] if options else []))
         existing = find_by_key(idempotency_key)
         if existing is not None:
             check_key_reuse(existing.request_hash, digest)
@@ -159,7 +183,8 @@ def create_job(kind: str, source: str, *, callback_url=None, idempotency_key=Non
     # enqueued_at NULL: in the outbox until publish() hears the broker has it.
     job = Job(id=job_id, source_kind=kind, source=source, file_path=file_path, status="queued",
               progress=0, attempts=0, created_at=now, enqueued_at=None, callback_url=callback_url,
-              idempotency_key=idempotency_key, request_hash=digest, thumbnails_count=0)
+              idempotency_key=idempotency_key, request_hash=digest, thumbnails_count=0,
+              options=options or None)
     session.add(job)
     try:
         session.commit()
@@ -218,7 +243,7 @@ def job_request() -> tuple[str, str, dict]:
         if callback:
             check_url(callback, "callback_url")
         return "upload", secure_filename(upload.filename or "") or "upload.bin", \
-            {"upload": upload, "callback_url": callback}
+            {"upload": upload, "callback_url": callback, "options": job_options(request.form)}
     if not request.is_json:
         raise ApiError(415, "unsupported_media_type",
                        "send JSON {\"url\": ...} or {\"video\": ...}, or a multipart `file` upload")
@@ -228,10 +253,11 @@ def job_request() -> tuple[str, str, dict]:
         check_url(callback, "callback_url")
     if "url" in body and "video" in body:
         raise ApiError(400, "ambiguous_request", "give either `url` or `video`, not both")
+    options = job_options(body)
     if "url" in body:
-        return "url", check_url(body["url"]), {"callback_url": callback}
+        return "url", check_url(body["url"]), {"callback_url": callback, "options": options}
     if "video" in body:
-        return "test-set", check_video_name(body["video"]), {"callback_url": callback}
+        return "test-set", check_video_name(body["video"]), {"callback_url": callback, "options": options}
     raise ApiError(400, "missing_source", "JSON body needs `url` (http/https) or `video` (a test-set name)")
 
 

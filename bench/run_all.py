@@ -2,7 +2,8 @@
 import subprocess
 import sys
 
-BENCHMARKS = ("bench.bench_sampling", "bench.bench_features", "bench.bench_pipeline_cost", "bench.bench_api")
+BENCHMARKS = ("bench.bench_sampling", "bench.bench_features", "bench.bench_pipeline_cost", "bench.bench_api",
+              "bench.bench_segments")
 
 
 def main() -> int:

@@ -117,6 +117,8 @@ class Job(Base):
     uncertain: Mapped[bool | None] = mapped_column(Boolean, index=True)
     # Per-segment timeline [{start, end, label, confidence, probabilities}] (seconds).
     segments: Mapped[list | None] = mapped_column(JSON)
+    # Options of the job as submitted: {"segments": true/false/null = auto, "min_segment_s": s/null}.
+    options: Mapped[dict | None] = mapped_column(JSON)
     # The label a user says is right, and when (their own labelled data for `vidclass train`).
     true_label: Mapped[str | None] = mapped_column(String(32), index=True)
     labelled_at: Mapped[datetime | None] = mapped_column(DateTime)
@@ -149,6 +151,9 @@ class Job(Base):
             "thumbnails": [f"/api/jobs/{self.id}/thumbnails/{n}.jpg"
                            for n in range(self.thumbnails_count or 0)],
             "true_label": self.true_label, "labelled_at": _iso(self.labelled_at),
+            "options": self.options or {},
+            "segments": segments_out(self.id, self.segments),
+            **timeline_summary(self.segments),
         }
 
 
@@ -184,6 +189,33 @@ class Callback(Base):
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime)
 
     __table_args__ = (Index("ix_callbacks_status_next", "status", "next_attempt_at"),)
+
+
+def segments_out(job_id: str, stored: list | None) -> list | None:
+    """The stored timeline as the API shows it: each segment's thumbnail as a URL, not a path."""
+    if not stored:
+        return None
+    out = []
+    for n, seg in enumerate(stored):
+        seg = {k: v for k, v in seg.items() if k != "thumbnail_path"}
+        seg["thumbnail"] = f"/api/jobs/{job_id}/segments/{n}.jpg" if stored[n].get("thumbnail_path") else None
+        out.append(seg)
+    return out
+
+
+def timeline_summary(stored: list | None) -> dict:
+    """{"label_shares": {class: share of the duration}, "mixed": no class reaches
+    SEGMENT_MIXED_SHARE} of a stored timeline; mixed is null without one."""
+    if not stored:
+        return {"mixed": None, "label_shares": None}
+    from db import settings
+
+    total = sum(s["end"] - s["start"] for s in stored) or 1.0
+    shares: dict = {}
+    for s in stored:
+        shares[s["label"]] = shares.get(s["label"], 0.0) + (s["end"] - s["start"]) / total
+    return {"mixed": max(shares.values()) < settings.get("SEGMENT_MIXED_SHARE"),
+            "label_shares": {k: round(v, 4) for k, v in shares.items()}}
 
 
 def _iso(value: datetime | None) -> str | None:

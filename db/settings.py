@@ -84,6 +84,20 @@ SETTINGS: tuple[Setting, ...] = (
             "the callback is `failed`. Callbacks are kept in the database until delivered."),
     Setting("SYNC_WAIT_S", 30, float, "Default wait of POST /api/classify for a URL or upload."),
     Setting("THUMBNAILS_PER_JOB", 4, int, "Sampled frames saved as JPEG thumbnails per job (0 = none)."),
+    Setting("SEGMENT_MIN_VIDEO_S", 60.0, float,
+            "Videos longer than this get a per-segment timeline unless the job says `segments: "
+            "false` (shorter ones only with `segments: true`)."),
+    Setting("SEGMENT_MIN_S", 2.0, float,
+            "Default shortest timeline segment (s); shorter shots are merged into a neighbour. A "
+            "job may set its own `min_segment_s`."),
+    Setting("SEGMENT_MAX_S", 60.0, float,
+            "Longest timeline segment classified as one (s): longer shots are split, then merged "
+            "back where the parts get the same label."),
+    Setting("SEGMENT_MAX_FRAMES", 480, int,
+            "Frames sampled per video for the timeline: one a second up to this many (the spacing "
+            "grows on longer videos; boundaries are still refined to within 1 s)."),
+    Setting("SEGMENT_MIXED_SHARE", 0.8, float,
+            "A video is `mixed` when no class labels at least this share of its duration."),
     Setting("HEARTBEAT_S", 5, float, "How often a running job refreshes its heartbeat."),
     Setting("HEARTBEAT_STALE_S", 60, float, "A running job whose heartbeat is older than this is re-queued."),
     Setting("QUEUED_STALE_S", 900, float,

@@ -818,3 +818,47 @@ def test_page_forbids_external_requests(service):
                 assert not hosts, f"{path} refers to other hosts: {hosts}"
                 assert not protocol_relative.search(text), f"{path} loads something protocol-relative"
     assert "/assets/app.css" in html and "/assets/js/main.js" in html
+
+
+def test_timeline_has_one_bar_per_segment(browser, service, clips):
+    """A video cut together from the four fixture clips, with the timeline on: the result card
+    shows one coloured bar per segment of the API's result, and a click shows its thumbnail."""
+    from bench.videogen import concat_clips
+
+    concat_clips([(FIXTURES / name, 4) for name, _, _ in CLIPS], clips.folder / "mixed_timeline.mp4",
+                 size=(320, 180))
+    job = run_job(service, {"url": clips.url("mixed_timeline.mp4"), "segments": True, "min_segment_s": 1})
+    assert job["status"] == "done", job
+    assert job["options"] == {"segments": True, "min_segment_s": 1.0}
+    segments = job["segments"]
+    assert segments and segments[0]["start"] == 0 and isinstance(job["mixed"], bool)
+    context, page, watch = new_page(browser, service, viewport={"width": 1280, "height": 900})
+    try:
+        page.evaluate("ids => localStorage.setItem('vidclass.live.v1', JSON.stringify({jobs: ids, batches: []}))",
+                      [job["id"]])
+        page.reload()
+        card = wait_final(page, job["id"])
+        bars = card.locator(".timeline-bar .seg")
+        expect(bars).to_have_count(len(segments))
+        for i, seg in enumerate(segments):
+            bar = bars.nth(i)
+            expect(bar).to_have_attribute("data-class", seg["label"])
+            assert f"{seg['confidence'] * 100:.1f}%" in bar.get_attribute("title")
+        widths = [bars.nth(i).evaluate("el => el.getBoundingClientRect().width") for i in range(len(segments))]
+        total = card.locator(".timeline-bar").evaluate("el => el.getBoundingClientRect().width")
+        for w, seg in zip(widths, segments):
+            assert abs(w / total - (seg["end"] - seg["start"]) / segments[-1]["end"]) < 0.03
+        bars.last.click()
+        preview = card.locator(".seg-preview img")
+        expect(preview).to_have_attribute("src", segments[-1]["thumbnail"])
+        expect(preview).to_have_js_property("complete", True)
+        assert preview.evaluate("el => el.naturalWidth") > 0, "segment thumbnail did not load"
+        card.scroll_into_view_if_needed()
+        OUTPUT_SHOTS.mkdir(parents=True, exist_ok=True)
+        card.screenshot(path=str(OUTPUT_SHOTS / "timeline.png"))
+        if os.environ.get("VIDCLASS_UPDATE_SCREENSHOTS") == "1":
+            DOCS_SHOTS.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(OUTPUT_SHOTS / "timeline.png", DOCS_SHOTS / "timeline.png")
+        watch.check({"127.0.0.1"})
+    finally:
+        context.close()

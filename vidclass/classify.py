@@ -105,11 +105,21 @@ class Classifier:
         result["true_label"] = names[label] if 0 <= label < len(names) else None
         return result
 
+    def timeline(self, path, video=None, options=None, progress=None):
+        """vidclass.segments.segment_video with this classifier's extractor and ensemble."""
+        from vidclass.segments import segment_video
+
+        return segment_video(path, self.extractor, self.ensemble, video=video, options=options,
+                             progress=progress)
+
     def classify_file(self, path: str | os.PathLike, progress=None, exact: bool = False,
-                      target: str | None = None) -> dict:
+                      target: str | None = None, segments: bool = False,
+                      segment_options=None) -> dict:
         """Classify a local video file; vidclass.frames.VideoError for unreadable videos.
 
         progress: optional callable(stage, fraction) for the sampling/features/classify stages.
+        segments=True adds the per-segment timeline (vidclass.segments.apply_timeline: the label
+        becomes the duration-weighted one, `segments` and `mixed` are added).
         """
         started = time.perf_counter()
         path = Path(path)
@@ -120,11 +130,17 @@ class Classifier:
             progress("classify", 0.0)
         result = self.classify_features(target or str(path), video.features, video.length, started,
                               dict(video.timings))
+        if segments:
+            from vidclass.segments import apply_timeline
+
+            result = apply_timeline(result, self.timeline(path, video, segment_options, progress))
+            result["elapsed_s"] = round(time.perf_counter() - started, 4)
         if progress:
             progress("classify", 1.0)
         return result
 
-    def classify_url(self, url: str, progress=None, exact: bool = False, **fetch_caps) -> dict:
+    def classify_url(self, url: str, progress=None, exact: bool = False, segments: bool = False,
+                     segment_options=None, **fetch_caps) -> dict:
         """Download to a temporary folder (vidclass.download.fetch; DownloadError) and classify."""
         from vidclass.download import fetch
 
@@ -133,18 +149,22 @@ class Classifier:
             cb = (lambda frac: progress("download", frac)) if progress else None
             path = fetch(url, tmp, progress=cb, **fetch_caps)
             download_s = time.perf_counter() - started
-            result = self.classify_file(path, progress=progress, exact=exact, target=url)
+            result = self.classify_file(path, progress=progress, exact=exact, target=url,
+                                        segments=segments, segment_options=segment_options)
         result["timings"]["download_s"] = round(download_s, 4)
         result["elapsed_s"] = round(time.perf_counter() - started, 4)
         return result
 
-    def classify_target(self, target, exact: bool = False, progress=None) -> dict:
-        """A URL is downloaded, an existing file path is read, anything else is a test-set name."""
+    def classify_target(self, target, exact: bool = False, progress=None, segments: bool = False,
+                        segment_options=None) -> dict:
+        """A URL is downloaded, an existing file path is read, anything else is a test-set name
+        (test-set names have features only: no timeline)."""
         target = str(target)
+        seg = dict(segments=segments, segment_options=segment_options)
         if is_url(target):
-            return self.classify_url(target, progress=progress, exact=exact)
+            return self.classify_url(target, progress=progress, exact=exact, **seg)
         if os.path.isfile(target):
-            return self.classify_file(target, progress=progress, exact=exact)
+            return self.classify_file(target, progress=progress, exact=exact, **seg)
         try:
             return self.classify_name(target)
         except UnknownVideo:

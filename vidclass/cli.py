@@ -57,7 +57,8 @@ def cmd_classify(args) -> int:
     for target in bar:
         bar.set_postfix_str(str(target)[-40:])
         try:
-            result = clf.classify_target(target, exact=args.exact)
+            result = clf.classify_target(target, exact=args.exact, segments=args.segments,
+                                         segment_options=_segment_options(args))
         except Exception as exc:  # one bad target must not stop the others
             failed += 1
             if as_json:
@@ -69,9 +70,31 @@ def cmd_classify(args) -> int:
             emit(result)
         else:
             _print_result(result)
+            if result.get("segments"):
+                from .segments import format_table
+
+                mixed = "mixed, " if result.get("mixed") else ""
+                shares = ", ".join(f"{k} {v:.0%}" for k, v in sorted(
+                    result["label_shares"].items(), key=lambda kv: -kv[1]) if v > 0)
+                print(f"    timeline ({mixed}{len(result['segments'])} segments: {shares})")
+                print(format_table(result["segments"]))
     if args.json:
         print(json.dumps(collected, indent=1))
     return 1 if failed else 0
+
+
+def _segment_options(args):
+    """SegmentOptions from db.settings (the service's defaults), then the command's flags."""
+    if not getattr(args, "segments", False):
+        return None
+    from db import settings
+
+    from .segments import SegmentOptions
+
+    return SegmentOptions(min_segment_s=settings.get("SEGMENT_MIN_S"), max_segment_s=settings.get("SEGMENT_MAX_S"),
+                          max_frames=settings.get("SEGMENT_MAX_FRAMES"),
+                          mixed_share=settings.get("SEGMENT_MIXED_SHARE")).with_(
+        min_segment_s=args.min_segment)
 
 
 def cmd_videos(args) -> int:
@@ -238,6 +261,10 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--jsonl", action="store_true",
                      help="stream JSON Lines: one object per target as each finishes")
     p.add_argument("--exact", action="store_true", help="decode exact frames instead of nearest keyframes")
+    p.add_argument("--segments", action="store_true",
+                   help="add a per-segment timeline (files and URLs): a table, or `segments` in --json")
+    p.add_argument("--min-segment", type=float, metavar="S",
+                   help="shortest segment in seconds (default SEGMENT_MIN_S)")
     _add_asset_flags(p)
     p.set_defaults(func=cmd_classify)
 

@@ -33,6 +33,10 @@ class VideoFeatures:
     length: int                   # valid steps
     frames: np.ndarray            # uint8 [F, H, W, 3] RGB, the sampled frames
     timings: dict = field(default_factory=dict)   # sample_s, features_s
+    # The per-frame vectors [F, D] before temporal multi-scale, and each frame's time in seconds
+    # (None when unknown): vidclass.segments reuses them for the timeline.
+    per_frame: np.ndarray | None = None
+    times: np.ndarray | None = None
 
 
 def scale_indices(num_frames: int, scale: float) -> np.ndarray:
@@ -97,8 +101,10 @@ class FeatureExtractor:
         t0 = time.perf_counter()
         if progress:
             progress("sampling", 0.0)
+        stats: dict = {}
         sampled = sample_frames(path, self.pipeline.num_frames,
                                 exact=self.pipeline.sampling == "exact", with_next=self.use_stats,
+                                stats=stats,
                                 progress=(lambda f: progress("sampling", f)) if progress else None)
         frames, next_frames = sampled if self.use_stats else (sampled, None)
         if progress:
@@ -106,6 +112,8 @@ class FeatureExtractor:
         sample_s = time.perf_counter() - t0
         result = self.extract_frames(frames, progress=progress, next_frames=next_frames)
         result.timings["sample_s"] = sample_s
+        if stats.get("times") is not None:
+            result.times = np.asarray(stats["times"], dtype=np.float64)
         return result
 
     def per_frame(self, frames: np.ndarray, progress: Progress | None = None,
@@ -142,4 +150,4 @@ class FeatureExtractor:
         if len(feats) < t:
             feats = np.concatenate([feats, np.zeros((t - len(feats), feats.shape[1]), np.float32)])
         return VideoFeatures(features=feats, length=length, frames=frames,
-                             timings={"features_s": time.perf_counter() - t0})
+                             timings={"features_s": time.perf_counter() - t0}, per_frame=vecs)

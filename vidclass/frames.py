@@ -234,15 +234,19 @@ def sample_frames(path: str | os.PathLike, num_frames: int, exact: bool = False,
         info = _probe(container)
         size = _output_size(info.width, info.height, max_side)
         cursor = _Cursor(container, size, path)
+        times: list | None = [] if stats is not None else None   # frame times (seek path only)
         if info.duration_s is None or not info.fps or (
                 info.frame_count is not None and info.frame_count <= num_frames):
             # Short or odd file: one forward pass (all frames of a short clip, or a thinned
             # reservoir when we cannot tell the duration).
             picked, nexts = _forward_pass(cursor, num_frames, with_next)
+            times = None
         else:
             try:
-                picked, nexts = _seek_pass(cursor, info, num_frames, exact, with_next, progress)
+                picked, nexts = _seek_pass(cursor, info, num_frames, exact, with_next, progress,
+                                           times=times)
             except _BrokenTimestamps:
+                times = None
                 # Timestamps we cannot seek by: start over with one forward pass.
                 cursor.rewind()
                 picked, nexts = _forward_pass(cursor, num_frames, with_next)
@@ -258,6 +262,9 @@ def sample_frames(path: str | os.PathLike, num_frames: int, exact: bool = False,
                             f"{MIN_DISTINCT_FRAMES} are needed)", detail=str(path))
         if stats is not None:
             stats.update(decoded=cursor.decoded, failed=cursor.failed, size=size)
+            # Presentation time of each sample (None after a forward pass, which keeps no times).
+            stats["times"] = (times[:num_frames] + [times[-1]] * max(0, num_frames - len(times))
+                              if times else None)
     finally:
         container.close()
         if cursor is not None:
@@ -311,9 +318,14 @@ def _forward_pass(cursor: _Cursor, n: int, with_next: bool):
 
 
 def _seek_pass(cursor: _Cursor, info: VideoInfo, n: int, exact: bool, with_next: bool,
-               progress=None):
-    targets = _targets(info, n)
-    spacing = float(targets[1] - targets[0]) if n > 1 else (info.duration_s or 0.0)
+               progress=None, targets=None, spacing: float | None = None, times: list | None = None):
+    """Frames at `targets` (default: n uniform times). `times`, when given, receives the
+    presentation time of each frame taken (the snapped keyframe's time in keyframe mode)."""
+    if targets is None:
+        targets = _targets(info, n)
+    n = len(targets)
+    if spacing is None:
+        spacing = float(targets[1] - targets[0]) if n > 1 else (info.duration_s or 0.0)
     frame_dur = 1.0 / info.fps
     eps = frame_dur / 2
     keyframes = info.keyframe_times
@@ -322,6 +334,7 @@ def _seek_pass(cursor: _Cursor, info: VideoInfo, n: int, exact: bool, with_next:
     pos: float | None = None            # time of the last frame decoded (cursor position)
     last_sample: float | None = None    # time of the last sample taken
     cache: dict[float, tuple[np.ndarray, np.ndarray]] = {}
+    cache_times: dict[float, float] = {}
 
     def keyframe_between(a: float, b: float) -> bool:
         """Is there a keyframe in (a, b]? Unknown index: seek when the gap is over 2 s."""
@@ -370,6 +383,8 @@ def _seek_pass(cursor: _Cursor, info: VideoInfo, n: int, exact: bool, with_next:
             f, nx = cache[goal]
             frames.append(f)
             nexts.append(nx)
+            if times is not None:
+                times.append(cache_times[goal])
             continue
         if goal < (pos if pos is not None else info.start_s) - eps or \
                 keyframe_between(pos if pos is not None else info.start_s, goal):
@@ -399,6 +414,8 @@ def _seek_pass(cursor: _Cursor, info: VideoInfo, n: int, exact: bool, with_next:
             if frames:
                 frames.append(frames[-1])
                 nexts.append(nexts[-1])
+                if times is not None:
+                    times.append(times[-1])
                 continue
             break
         rgb = cursor.to_rgb(frame)
@@ -410,9 +427,66 @@ def _seek_pass(cursor: _Cursor, info: VideoInfo, n: int, exact: bool, with_next:
                 cursor.push_back(after)
         frames.append(rgb)
         nexts.append(nx)
+        if times is not None:
+            times.append(float(pos) if pos is not None else goal)
         last_sample = pos
         cache[goal] = (rgb, nx)
+        cache_times[goal] = float(pos) if pos is not None else goal
     return frames, nexts
+
+
+@dataclass
+class TimedFrames:
+    """Frames taken at requested times, with the time each one really shows."""
+    frames: np.ndarray            # uint8 [N, H, W, 3] RGB
+    next_frames: np.ndarray | None  # the frame decoded after each one (with_next=True)
+    times: np.ndarray             # float64 [N] presentation times (s)
+    info: VideoInfo
+
+
+def sample_times(path: str | os.PathLike, targets, exact: bool = False,
+                 max_side: int | None = DEFAULT_MAX_SIDE, with_next: bool = False,
+                 spacing: float | None = None, stats: dict | None = None) -> TimedFrames:
+    """Frames nearest the given times (seconds, sorted), by the same seeks as sample_frames.
+
+    In keyframe mode (exact=False) a frame may be a keyframe up to spacing/2 from its target
+    (spacing: the typical gap between targets; default their median gap); `times` says which
+    frame each one is. Targets past the decodable end repeat the last frame. Raises VideoError
+    like sample_frames, and for files whose duration or frame rate is unknown (nothing to seek by).
+    """
+    targets = np.sort(np.asarray(targets, dtype=np.float64))
+    if len(targets) == 0:
+        raise ValueError("no target times")
+    container = _open(path)
+    cursor = None
+    try:
+        info = _probe(container)
+        if info.duration_s is None or not info.fps:
+            raise VideoError(f"{os.path.basename(path)} has no duration or frame rate to seek by",
+                             detail=str(path))
+        size = _output_size(info.width, info.height, max_side)
+        cursor = _Cursor(container, size, path)
+        if spacing is None:
+            spacing = float(np.median(np.diff(targets))) if len(targets) > 1 else float(info.duration_s)
+        times: list[float] = []
+        try:
+            picked, nexts = _seek_pass(cursor, info, len(targets), exact, with_next,
+                                       targets=targets, spacing=spacing, times=times)
+        except _BrokenTimestamps:
+            raise VideoError(f"{os.path.basename(path)} has timestamps that cannot be seeked by",
+                             detail=str(path)) from None
+        if not picked:
+            raise VideoError(f"no frame could be decoded from {os.path.basename(path)}", detail=str(path))
+        if stats is not None:
+            stats.update(decoded=cursor.decoded, failed=cursor.failed, size=size)
+    finally:
+        container.close()
+        if cursor is not None:
+            cursor.container.close()
+    n = len(targets)
+    times = times[:n] + [times[-1]] * max(0, n - len(times))
+    return TimedFrames(frames=_stack(picked, n), next_frames=_stack(nexts, n) if with_next else None,
+                       times=np.asarray(times, dtype=np.float64), info=info)
 
 
 def probe(path: str | os.PathLike) -> VideoInfo:

@@ -149,7 +149,8 @@ def claim(job_id: str, task_id: str) -> dict | None:
             callbacks.record(s, job.id, job.callback_url)
             return None
         return dict(id=job.id, source_kind=job.source_kind, source=job.source,
-                    file_path=job.file_path, callback_url=job.callback_url, task_id=task_id)
+                    file_path=job.file_path, callback_url=job.callback_url, task_id=task_id,
+                    options=dict(job.options or {}))
 
 
 class JobRun:
@@ -289,6 +290,7 @@ class JobRun:
         # batches) skip sampling and the CNN. Keyed by content hash and the pipeline.
         key = _file_sha256(path) + ":" + classifier.ensemble.pipeline.to_json()
         cached = _FEATURE_CACHE.get(key)
+        video = None
         if cached is None:
             video = classifier.extractor.extract_file(path, progress=progress)
             for name, value in (getattr(video, "timings", None) or {}).items():
@@ -301,6 +303,18 @@ class JobRun:
         self.stage("classifying", 90, force=True)
         result = classifier.classify_features(self.job["source"], features, length)
         self.timings["classify_s"] = result["timings"]["classify_s"]
+        options = segment_options(self.job.get("options"), path)
+        if options is not None:
+            from vidclass.segments import apply_timeline
+
+            self.stage("classifying", 92, force=True)
+            t = time.perf_counter()
+            # With a fresh extraction its frames and per-frame vectors are reused.
+            timeline = classifier.timeline(path, video=video, options=options)
+            result = apply_timeline(result, timeline)
+            self.timings["segments_s"] = round(time.perf_counter() - t, 4)
+            result["segments"] = [dict(seg, thumbnail_path=str(p)) for seg, p in
+                                  zip(result["segments"], save_segment_thumbnails(self.id, timeline.thumbnails))]
         t = time.perf_counter()
         self.thumbnails = save_thumbnails(self.id, frames)
         self.timings["thumbnails_s"] = round(time.perf_counter() - t, 4)
@@ -319,7 +333,7 @@ class JobRun:
                      subcategory_confidence=result.get("subcategory_confidence"),
                      model_version=result.get("model_version"), pipeline_version=pipeline_version,
                      stage_timings=dict(self.timings), thumbnails_count=len(thumbs),
-                     thumbnail_paths=[str(p) for p in thumbs])
+                     thumbnail_paths=[str(p) for p in thumbs], segments=result.get("segments"))
         if self.job["source_kind"] == "upload" and self.job.get("file_path"):
             Path(self.job["file_path"]).unlink(missing_ok=True)   # kept until done, for retries
 
@@ -398,6 +412,45 @@ def _pick_frames(frames):
 
     picks = np.linspace(0, len(frames) - 1, num=min(count, len(frames))).round().astype(int)
     return np.ascontiguousarray(np.asarray(frames)[picks])
+
+
+def segment_options(options: dict | None, path: Path):
+    """vidclass.segments.SegmentOptions for a job, or None when it gets no timeline: the job's
+    `segments` option, else on for videos longer than SEGMENT_MIN_VIDEO_S."""
+    from vidclass.frames import VideoError, probe
+    from vidclass.segments import SegmentOptions
+
+    options = options or {}
+    wanted = options.get("segments")
+    if wanted is None:
+        try:
+            duration = probe(path).duration_s or 0.0
+        except VideoError:
+            return None
+        wanted = duration > settings.get("SEGMENT_MIN_VIDEO_S")
+    if not wanted:
+        return None
+    return SegmentOptions(min_segment_s=options.get("min_segment_s") or settings.get("SEGMENT_MIN_S"),
+                          max_segment_s=settings.get("SEGMENT_MAX_S"),
+                          max_frames=settings.get("SEGMENT_MAX_FRAMES"),
+                          mixed_share=settings.get("SEGMENT_MIXED_SHARE"))
+
+
+def save_segment_thumbnails(job_id: str, frames) -> list[Path]:
+    """One JPEG per timeline segment under THUMBNAIL_DIR/<job_id>/segment-<n>.jpg."""
+    import numpy as np
+    from PIL import Image
+
+    out_dir = Path(settings.get("THUMBNAIL_DIR")) / job_id
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for n, frame in enumerate(frames):
+        image = Image.fromarray(np.asarray(frame, dtype=np.uint8))
+        image.thumbnail((320, 320))
+        path = out_dir / f"segment-{n}.jpg"
+        image.save(path, "JPEG", quality=80)
+        paths.append(path)
+    return paths
 
 
 def save_thumbnails(job_id: str, frames) -> list[Path]:

@@ -21,6 +21,7 @@ const TIMING_NAMES = {
   features_s: "Feature extraction",
   extract_s: "Feature extraction",
   classify_s: "Classification",
+  segments_s: "Timeline",
   thumbnails_s: "Thumbnails",
   total_s: "Total",
   elapsed_s: "Total",
@@ -96,6 +97,55 @@ function thumbnails(job) {
     h("img", { src: u, alt: "", loading: "lazy", width: 112, height: 63 }))));
 }
 
+function clock(t) {
+  const v = Math.max(0, Number(t) || 0);
+  const m = Math.floor(v / 60);
+  const s = v - m * 60;
+  const h = Math.floor(m / 60);
+  const ss = s.toFixed(1).padStart(4, "0");
+  return h ? `${h}:${String(m % 60).padStart(2, "0")}:${ss}` : `${m}:${ss}`;
+}
+
+// The per-segment timeline: one bar per segment, as wide as it lasts, coloured by its class.
+// Hover (title) gives times and confidence; a click shows that segment's thumbnail below.
+function timeline(job) {
+  const segs = Array.isArray(job.segments) ? job.segments : [];
+  if (!segs.length) return null;
+  const start = Number(segs[0].start) || 0;
+  const total = Math.max(1e-6, Number(segs[segs.length - 1].end) - start);
+  const img = h("img", { alt: "", width: 192, height: 108 });
+  const caption = h("figcaption", { class: "mono" });
+  const preview = h("figure", { class: "seg-preview", hidden: true }, img, caption);
+  const describe = (s) => `${clock(s.start)}–${clock(s.end)} ${humanLabel(s.label)} (${pct(s.confidence, 1)})`;
+  const bars = segs.map((s, i) => h("button", {
+    type: "button", class: "seg", role: "listitem",
+    dataset: { class: s.label, index: String(i), start: String(s.start), end: String(s.end) },
+    title: describe(s), "aria-label": `Segment ${i + 1} of ${segs.length}: ${describe(s)}`,
+    style: { width: `${(((Number(s.end) - Number(s.start)) / total) * 100).toFixed(3)}%` },
+    onclick: (ev) => {
+      for (const b of ev.currentTarget.parentNode.children) b.classList.toggle("is-selected", b === ev.currentTarget);
+      caption.textContent = describe(s);
+      if (s.thumbnail) {
+        img.src = s.thumbnail;
+        img.hidden = false;
+      } else img.hidden = true;
+      preview.hidden = false;
+    },
+  }));
+  const shares = job.label_shares || {};
+  const legend = Object.entries(shares).sort((a, b) => b[1] - a[1])
+    .map(([name, v]) => `${humanLabel(name)} ${pct(v)}`).join(" · ");
+  return h("div", { class: "timeline", dataset: { mixed: String(Boolean(job.mixed)) } },
+    h("p", { class: "timeline-head" },
+      h("strong", {}, "Timeline"), ` ${segs.length} segment${segs.length === 1 ? "" : "s"}`,
+      job.mixed ? h("span", { class: "mixed-chip" }, "mixed") : null,
+      legend ? h("span", { class: "timeline-legend" }, ` ${legend}`) : null),
+    h("div", { class: "timeline-bar", role: "list", "aria-label": "Segments of the video" }, bars),
+    h("p", { class: "timeline-scale mono", "aria-hidden": "true" },
+      h("span", {}, clock(start)), h("span", {}, clock(start + total))),
+    preview);
+}
+
 function result(job) {
   // "unknown": the model was not confident enough to name one (its confidence is still shown).
   const subcat = job.subcategory
@@ -111,6 +161,7 @@ function result(job) {
       subcat && [h("dt", {}, "Subcategory"), h("dd", { class: "subcategory" }, subcat)],
       agreement && [h("dt", {}, "Ensemble agreement"), h("dd", { class: "agreement" }, agreement)],
       job.model_version && [h("dt", {}, "Model"), h("dd", { class: "mono" }, String(job.model_version).slice(0, 12))]),
+    timeline(job),
     job.probabilities && probabilityBars(job.probabilities, job.label),
     membersTable(job),
     thumbnails(job),
