@@ -139,31 +139,45 @@ class ClipServer:
 
 
 class Workers:
-    """`celery -A worker.celery_app worker` subprocesses with the test's environment."""
+    """`celery -A worker.celery_app worker` subprocesses with the test's environment.
 
-    def __init__(self, env: dict, concurrency: int = 2, queues: str = "jobs,fast", log: Path | None = None):
+    fast_worker=True adds a one-process worker for the fast queue alone, as `vidclass up` runs
+    one: the API's bounded fast calls (test-set names, classify-by-name) then never wait behind
+    long jobs holding every slot of the jobs worker."""
+
+    def __init__(self, env: dict, concurrency: int = 2, queues: str = "jobs,fast", log: Path | None = None,
+                 fast_worker: bool = False):
         self.env, self.concurrency, self.queues = env, concurrency, queues
         self.log = log
+        self.fast_worker = fast_worker
         self.proc: subprocess.Popen | None = None
+        self.fast_proc: subprocess.Popen | None = None
+
+    def _spawn(self, queues: str, concurrency: int, name: str) -> subprocess.Popen:
+        out = open(self.log, "ab") if self.log else subprocess.DEVNULL
+        return subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", queues,
+             "-c", str(concurrency), "-l", "info", "--without-gossip", "--without-mingle",
+             "-n", f"{name}-{uuid.uuid4().hex[:6]}@%h"],
+            cwd=REPO, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
     def start(self) -> "Workers":
-        out = open(self.log, "ab") if self.log else subprocess.DEVNULL
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", self.queues,
-             "-c", str(self.concurrency), "-l", "info", "--without-gossip", "--without-mingle",
-             "-n", f"test-{uuid.uuid4().hex[:6]}@%h"],
-            cwd=REPO, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = self._spawn(self.queues, self.concurrency, "test")
+        if self.fast_worker:
+            self.fast_proc = self._spawn("fast", 1, "test-fast")
         return self
 
     def stop(self, timeout: float = 20) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+        procs = [p for p in (self.proc, self.fast_proc) if p is not None and p.poll() is None]
+        for proc in procs:
+            os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for proc in procs:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
 
 
 def service_env(tmp: Path, redis_url: str, database_url: str, models_dir: Path, features_dir: Path,

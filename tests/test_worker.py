@@ -52,7 +52,8 @@ def running_service(assets, tmp: Path, database_url: str, redis_url: str, concur
 
         session.upgrade(database_url)
         app = create_app({"TESTING": True})
-        workers = kit.Workers(env, concurrency=concurrency, log=tmp / "worker.log").start()
+        # As `vidclass up` runs them: a jobs worker and a fast-queue worker.
+        workers = kit.Workers(env, concurrency=concurrency, log=tmp / "worker.log", fast_worker=True).start()
         try:
             yield {"client": app.test_client(), "server": server, "env": env, "workers": workers,
                    "tmp": tmp}

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from vidclass import paths
 from vidclass.feature_store import FeatureStore
@@ -66,6 +65,8 @@ def _load_filenames(path: Path) -> list[str]:
     Legacy-format files cannot be mapped and are read whole, once. The processed folder is the
     operator's own, so files holding numpy arrays (refused by weights_only) are read trusted.
     """
+    import torch   # here: names from a features file need no torch (a worker answers them at once)
+
     data = None
     for weights_only in (True, False):
         try:
@@ -112,6 +113,8 @@ def write_processed_index(processed_dir: str | os.PathLike, entries, thumbnails:
     them all for a folder, else an empty uint8 tensor, so the files stay small. Returns the entries
     in the order build_name_index will read them back: write the h5 rows in that order.
     """
+    import torch
+
     root = Path(processed_dir)
     folders: dict[tuple[str, str], list[str]] = defaultdict(list)
     for entry in entries:

@@ -1,7 +1,8 @@
-"""Celery tasks. The ensemble is loaded once per worker process, after fork (worker_process_init).
+"""Celery tasks. The ensemble is loaded once per worker process, after fork (worker_process_init
+starts the load in a thread of the pool process; the name list does not wait for it).
 
 This module is imported by the Celery parent process too, so it must not import torch at module
-level: everything from vidclass.classify is imported inside worker_process_init.
+level: vidclass.classify and torch are imported in the pool processes only (_load_classifier).
 
 A job runs download -> sample frames -> features -> classify, committing each status change.
 The database decides who runs a job (claim()): a job already done/cancelled is skipped, a job
@@ -36,7 +37,9 @@ from worker.celery_app import app
 
 log = logging.getLogger(__name__)
 
-_state: dict = {"classifier": None, "load_error": None}
+_state: dict = {"classifier": None, "load_error": None, "loader": None, "test_set": None}
+_load_lock = threading.RLock()       # the ensemble load
+_names_lock = threading.Lock()       # the name index (never waits for the load)
 
 
 class JobCancelled(Exception):
@@ -50,23 +53,37 @@ class JobLost(Exception):
 # ---------------------------------------------------------------- process start
 
 @worker_process_init.connect
-def _load_classifier(**_):
-    """Runs in every pool child after fork: fresh db connections, then the ensemble, once."""
+def _start_loading(**_):
+    """Runs in every pool child after fork: fresh db connections, then the ensemble loads in a
+    thread of this child. The child takes tasks at once: the test-set name list needs only the
+    name index (no torch, no model) and answers while torch and the ensemble load (seconds, more
+    on a busy machine); tasks that need the model wait for the load in _classifier()."""
     db_session.dispose_all()
-    import torch  # noqa: F401  (first import here, in the child, never in the parent)
+    loader = threading.Thread(target=_load_classifier, name="vidclass-model-load", daemon=True)
+    _state["loader"] = loader
+    loader.start()
 
-    torch.set_num_threads(int(os.environ.get("VIDCLASS_TORCH_THREADS", "1")))
-    from vidclass.classify import Classifier
 
-    classifier = Classifier()
-    try:
-        ensemble = classifier.ensemble
-        health_keys.publish_model(ensemble.version, ensemble.pipeline.to_dict(),
-                                  len(ensemble.members), _worker_name())
-    except Exception as exc:      # no models yet: jobs fail with a clear reason instead
-        log.error("could not load the ensemble: %s", exc)
-        _state["load_error"] = exc
-    _state["classifier"] = classifier
+def _load_classifier() -> None:
+    """torch and the ensemble, once per process (the first torch import is here, in the child,
+    never in the parent)."""
+    with _load_lock:
+        if _state["classifier"] is not None:
+            return
+        import torch
+
+        torch.set_num_threads(int(os.environ.get("VIDCLASS_TORCH_THREADS", "1")))
+        from vidclass.classify import Classifier
+
+        classifier = Classifier()
+        try:
+            ensemble = classifier.ensemble
+            health_keys.publish_model(ensemble.version, ensemble.pipeline.to_dict(),
+                                      len(ensemble.members), _worker_name())
+        except Exception as exc:      # no models yet: jobs fail with a clear reason instead
+            log.error("could not load the ensemble: %s", exc)
+            _state["load_error"] = exc
+        _state["classifier"] = classifier
 
 
 @worker_ready.connect
@@ -85,6 +102,9 @@ def _stop_reconciler(**_):
 
 
 def _classifier():
+    loader = _state["loader"]
+    if loader is not None and loader.is_alive():
+        loader.join()                     # the load started at process init
     if _state["classifier"] is None:      # e.g. a solo/threads pool: no worker_process_init
         _load_classifier()
     if _state["load_error"] is not None:
@@ -95,6 +115,17 @@ def _classifier():
         except Exception:
             raise _state["load_error"]
     return _state["classifier"]
+
+
+def _test_set():
+    """The test-set name index alone: no model and no torch, so names answer before the ensemble
+    has loaded (and whether or not it can)."""
+    with _names_lock:
+        if _state["test_set"] is None:
+            from vidclass.name_index import TestSet
+
+            _state["test_set"] = TestSet()
+        return _state["test_set"]
 
 
 def _worker_name() -> str:
@@ -504,7 +535,7 @@ def classify_name(name: str) -> dict:
 @app.task(name=names.LIST_VIDEOS)
 def list_videos() -> dict:
     try:
-        test_set = _classifier().test_set
+        test_set = _test_set()
         by_category = test_set.by_category()
         return {"categories": by_category, "count": sum(len(v) for v in by_category.values())}
     except Exception as exc:
