@@ -130,7 +130,9 @@ def test_cli_prints_a_table_and_json(mixed_video, tmp_path):
     cli = [sys.executable, "-m", "vidclass.cli", "classify", "--segments", "--json", str(path)]
     out = subprocess.run(cli, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    results = json.loads(out.stdout)          # --json: one array, an object per target
+    assert len(results) == 1
+    result = results[0]
     assert result["segments"] and "mixed" in result
     out = subprocess.run(cli[:-2] + ["--min-segment", "5", str(path)], capture_output=True, text=True,
                          env=env, cwd=REPO, timeout=600)
