@@ -141,17 +141,18 @@ class ClipServer:
 class Workers:
     """`celery -A worker.celery_app worker` subprocesses with the test's environment."""
 
-    def __init__(self, env: dict, concurrency: int = 2, queues: str = "jobs,fast", log: Path | None = None):
+    def __init__(self, env: dict, concurrency: int = 2, queues: str = "download,classify,fast", log: Path | None = None):
         self.env, self.concurrency, self.queues = env, concurrency, queues
         self.log = log
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "Workers":
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL
+        # The argv `vidclass worker --queues ...` runs (a threads pool for download-only workers).
+        from worker.commands import worker_argv
+
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", self.queues,
-             "-c", str(self.concurrency), "-l", "info", "--without-gossip", "--without-mingle",
-             "-n", f"test-{uuid.uuid4().hex[:6]}@%h"],
+            worker_argv(self.concurrency, self.queues, f"test-{uuid.uuid4().hex[:6]}@%h", "info"),
             cwd=REPO, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         return self
 
