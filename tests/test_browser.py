@@ -185,6 +185,8 @@ def service(assets, tmp_path_factory):
         "VIDCLASS_FEATURES_DIR": str(assets / "features"),
         "VIDCLASS_PROCESSED_DIR": str(assets / "processed"),
         "WORKER_CONCURRENCY": "1",
+        # One download thread: a download stuck on the slow server makes a batch wait (below).
+        "DOWNLOAD_CONCURRENCY": "1",
         "VIDCLASS_TORCH_THREADS": "1",
         "OMP_WAIT_POLICY": "PASSIVE",
         "ALLOWED_PRIVATE_NETWORKS": "127.0.0.1",   # the clip server is on this machine
