@@ -137,9 +137,18 @@ def _worker_name() -> str:
 def download_job(self, job_id: str) -> None:
     """The download stage (no time limit here: a threads pool has none; DOWNLOAD_DEADLINE_S
     bounds a download)."""
-    run = claim(job_id, self.request.id or "local", stage="download")
-    if run is not None:
-        JobRun(run).execute(stage="download")
+    task_id = self.request.id or "local"
+    run = claim(job_id, task_id, stage="download")
+    if run is None:
+        return
+    job_run = JobRun(run)
+    job_run.execute(stage="download")
+    if job_run.handoff_failed and serves_model_queues():
+        # The broker is down and this worker classifies too: go on here rather than wait for it
+        # (the row is in the outbox; a later duplicate message is dropped by claim()).
+        run = claim(job_id, task_id, stage="classify")
+        if run is not None:
+            JobRun(run).execute(stage="classify")
 
 
 @app.task(name=names.CLASSIFY_JOB, bind=True, ignore_result=True,
@@ -238,6 +247,7 @@ class JobRun:
         self._stop = threading.Event()
         self._last_write = 0.0
         self._status = None
+        self.handoff_failed = False
 
     # -- state updates (all guarded by task_id so a superseded run cannot write)
     def _update(self, final: bool = False, **values) -> None:
@@ -382,6 +392,7 @@ class JobRun:
             publish_jobs([self.id], stage="classify")
         except Exception as exc:         # broker down: the outbox publishes it
             log.warning("could not publish job %s to classify (the outbox will): %s", self.id, exc)
+            self.handoff_failed = True
             return
         with db_session.session_scope() as s:
             s.execute(update(Job).where(Job.id == self.id, Job.status == "queued",
