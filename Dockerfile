@@ -8,23 +8,42 @@ COPY Makefile tools/fetch_nsfwjs.sh ./
 RUN version="$(sed -n 's/^NSFWJS_VERSION := //p' Makefile)" && \
     sh fetch_nsfwjs.sh "/share/nsfwjs-$version" "$version" "$(sed -n 's/^NSFWJS_INTEGRITY := //p' Makefile)"
 
-FROM python:3.11-slim
+# The CPU image: python:3.11-slim. The GPU image (docs/deployment.md) builds the same file on a
+# CUDA runtime base with --build-arg BASE_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
+# --build-arg ONNXRUNTIME=onnxruntime-gpu (and torch's CUDA wheel index in PIP_OPTIONS).
+ARG BASE_IMAGE=python:3.11-slim
+FROM ${BASE_IMAGE}
 # ffmpeg lets yt-dlp merge separate audio/video downloads; the decoder itself is PyAV's own.
-RUN apt-get update && apt-get install -y --no-install-recommends ffmpeg && rm -rf /var/lib/apt/lists/*
+# A CUDA base image has no Python: Ubuntu's python3 then (3.11 or newer is all we need).
+RUN apt-get update && \
+    apt-get install -y --no-install-recommends ffmpeg $(command -v python3 >/dev/null || echo python3 python3-venv) && \
+    rm -rf /var/lib/apt/lists/* && python3 -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /app
-# Extra pip options, e.g. an index with CPU-only torch wheels, to keep the image small.
+# Extra pip options, e.g. an index with CPU-only torch wheels to keep the CPU image small, or
+# torch's CUDA wheels (https://download.pytorch.org/whl/cu128) for the GPU image.
 ARG PIP_OPTIONS=""
+# onnxruntime (CPU) or onnxruntime-gpu (the CUDA execution provider), at the pinned version
+# unless ONNXRUNTIME_VERSION says otherwise.
+ARG ONNXRUNTIME=onnxruntime
+ARG ONNXRUNTIME_VERSION=""
 COPY pyproject.toml README.md ./
 COPY vidclass vidclass
 COPY api api
 COPY worker worker
 COPY db db
-RUN pip install --no-cache-dir $PIP_OPTIONS -e .
+RUN pip install --no-cache-dir $PIP_OPTIONS -e . && \
+    if [ "$ONNXRUNTIME" != onnxruntime ]; then \
+      version="${ONNXRUNTIME_VERSION:-$(pip show onnxruntime | sed -n 's/^Version: //p')}" && \
+      pip uninstall -y onnxruntime && pip install --no-cache-dir "$ONNXRUNTIME==$version"; \
+    fi
 COPY . .
-# Where drawing_net looks by default: <sys.prefix>/share/nsfwjs-<version>/mobilenet_v2.
-COPY --from=nsfwjs /share/ /usr/local/share/
+# Where drawing_net looks by default: <sys.prefix>/share/nsfwjs-<version>/mobilenet_v2, and
+# sys.prefix is the venv's (/opt/venv), on the CPU and the GPU base alike.
+COPY --from=nsfwjs /share/ /opt/venv/share/
 ENV OMP_WAIT_POLICY=PASSIVE \
     UPLOAD_DIR=/data/uploads \
+    DOWNLOAD_DIR=/data/downloads \
     THUMBNAIL_DIR=/data/thumbnails
 EXPOSE 5000
 CMD ["vidclass", "api", "--host", "0.0.0.0", "--port", "5000"]

@@ -148,7 +148,7 @@ def create_batch():
         check_key_reuse(existing.request_hash, digest)
         return batch_state(existing), 200
     try:
-        publish_jobs([r["id"] for r in rows], app=celery())
+        publish_jobs([r["id"] for r in rows], app=celery(), stage="download")   # every one a URL
     except Exception as exc:
         current_app.logger.warning("could not publish batch %s (the workers' outbox will): %s", batch.id, exc)
     else:

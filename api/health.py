@@ -27,7 +27,7 @@ _redis = redis_client
 
 def _depth(r) -> dict:
     prefix = (celery().conf.broker_transport_options or {}).get("global_keyprefix", "")
-    return {q: r.llen(prefix + q) for q in (names.JOBS_QUEUE, names.FAST_QUEUE)}
+    return {q: r.llen(prefix + q) for q in names.QUEUES}
 
 
 @bp.get("/api/health")

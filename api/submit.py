@@ -19,7 +19,7 @@ from api.errors import ApiError
 from api.store import celery, fast_call, get_session
 from db.models import Job, new_id, utcnow
 from worker import celery_app as names
-from worker.enqueue import publish_jobs
+from worker.enqueue import publish_jobs, stage_of
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +206,8 @@ def publish(job: Job) -> None:
     is down, or this process dies first, the row stays NULL and a worker publishes it within
     OUTBOX_INTERVAL_S (worker/reconcile.py)."""
     try:
-        publish_jobs([job.id], app=celery())   # the Celery message, without send_task's overhead
+        # The Celery message, without send_task's overhead, on the queue of the job's first stage.
+        publish_jobs([job.id], app=celery(), stage=stage_of(job.source_kind, job.file_path))
     except Exception as exc:
         log.warning("could not publish job %s (the workers' outbox will): %s", job.id, exc)
         return

@@ -41,6 +41,10 @@ SETTINGS: tuple[Setting, ...] = (
             "runs can share one Redis."),
     Setting("UPLOAD_DIR", str(INSTANCE_DIR / "uploads"), str,
             "Where uploaded videos are stored; every worker must be able to read it."),
+    Setting("DOWNLOAD_DIR", "", str,
+            "Where download workers put the videos they fetched for the classification workers "
+            "(DOWNLOAD_DIR/<job_id>/); shared storage that every worker can read, like UPLOAD_DIR. "
+            "Empty: UPLOAD_DIR/downloads. A file is deleted when its job ends."),
     Setting("THUMBNAIL_DIR", str(INSTANCE_DIR / "thumbnails"), str,
             "Where per-job JPEG thumbnails are written (THUMBNAIL_DIR/<job_id>/<n>.jpg)."),
     Setting("MAX_UPLOAD_MB", 500, int, "Largest accepted upload (HTTP 413 above)."),
@@ -116,10 +120,25 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MAX_HISTORY_OFFSET", 10000, int,
             "Deepest `page` offset (rows) of GET /api/jobs; deeper pages answer 400 "
             "`offset_too_large`: use the `cursor` (next_cursor) instead."),
-    Setting("WORKER_CONCURRENCY", 2, int, "Worker processes of `vidclass worker` / `vidclass up --workers`."),
+    Setting("WORKER_CONCURRENCY", 2, int,
+            "Classification worker processes (each loads the model) of `vidclass worker` / "
+            "`vidclass up --workers`."),
     Setting("VIDCLASS_PORT", 5000, int,
             "Port of `vidclass up` and `vidclass api` when `--port` is not given (`make run PORT=5001` "
             "passes `--port`). Both check that it is free before starting anything."),
+    Setting("DOWNLOAD_CONCURRENCY", 4, int,
+            "Download threads of a `vidclass worker --queues download` (no model loaded; I/O bound, "
+            "so many more than CPU cores is fine) and of the download worker `vidclass up` starts."),
+    Setting("CLASSIFY_DEVICE", "auto", str,
+            "Where classification workers run the backbone and the ensemble: `auto` (CUDA when "
+            "torch sees a GPU, else CPU), `cuda`, `cuda:N` or `cpu`. Nothing requires a GPU."),
+    Setting("GPU_BATCH_SIZE", 128, int,
+            "Frames per backbone batch on a GPU (CPU batches stay small); lower it if the GPU runs "
+            "out of memory."),
+    Setting("DB_POOL_SIZE", 5, int,
+            "Connections kept open per process to PostgreSQL (SQLAlchemy pool_size); size "
+            "max_connections for every API and worker process (see docs/deployment.md)."),
+    Setting("DB_MAX_OVERFLOW", 10, int, "Extra PostgreSQL connections a process may open above DB_POOL_SIZE under load."),
     Setting("VIDCLASS_MODELS_DIR", "", str, "Ensemble checkpoints (default models_enhanced/)."),
     Setting("VIDCLASS_UNCERTAIN_BELOW", "", str,
             "Results whose top-class confidence is under this (0-1) say `uncertain: true`. Empty: the "
@@ -147,6 +166,10 @@ def get(name: str):
 def load() -> dict:
     """All settings as a dict (the Flask app's config starts from this)."""
     return {s.name: get(s.name) for s in SETTINGS}
+
+
+def download_dir() -> str:
+    return get("DOWNLOAD_DIR") or str(Path(get("UPLOAD_DIR")) / "downloads")
 
 
 def redis_url() -> str:

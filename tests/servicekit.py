@@ -141,34 +141,47 @@ class ClipServer:
 class Workers:
     """`celery -A worker.celery_app worker` subprocesses with the test's environment.
 
-    fast_worker=True adds a one-process worker for the fast queue alone, as `vidclass up` runs
-    one: the API's bounded fast calls (test-set names, classify-by-name) then never wait behind
-    long jobs holding every slot of the jobs worker."""
+    The main worker serves `queues` (default: every stage in one prefork worker). like_up() starts
+    the workers `vidclass up` starts instead: a download worker (threads, no model, DOWNLOAD_CONCURRENCY),
+    the classification worker (classify,fast) and a one-process fast-queue worker, so the API's
+    bounded fast calls (test-set names, classify-by-name) never wait behind long jobs holding every
+    slot of the classification worker, and downloads never hold a model process."""
 
-    def __init__(self, env: dict, concurrency: int = 2, queues: str = "jobs,fast", log: Path | None = None,
-                 fast_worker: bool = False):
+    def __init__(self, env: dict, concurrency: int = 2, queues: str = "download,classify,fast",
+                 log: Path | None = None, fast_worker: bool = False, download_worker: bool = False):
         self.env, self.concurrency, self.queues = env, concurrency, queues
         self.log = log
-        self.fast_worker = fast_worker
+        self.fast_worker, self.download_worker = fast_worker, download_worker
         self.proc: subprocess.Popen | None = None
         self.fast_proc: subprocess.Popen | None = None
+        self.download_proc: subprocess.Popen | None = None
+
+    @classmethod
+    def like_up(cls, env: dict, concurrency: int = 2, log: Path | None = None) -> "Workers":
+        """The workers of `vidclass up` (worker/commands.py cmd_up)."""
+        return cls(env, concurrency=concurrency, queues="classify,fast", log=log, fast_worker=True,
+                   download_worker=True)
 
     def _spawn(self, queues: str, concurrency: int, name: str) -> subprocess.Popen:
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL
+        # The argv `vidclass worker --queues ...` runs (a threads pool for download-only workers).
+        from worker.commands import worker_argv
+
         return subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", queues,
-             "-c", str(concurrency), "-l", "info", "--without-gossip", "--without-mingle",
-             "-n", f"{name}-{uuid.uuid4().hex[:6]}@%h"],
+            worker_argv(concurrency, queues, f"{name}-{uuid.uuid4().hex[:6]}@%h", "info"),
             cwd=REPO, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
     def start(self) -> "Workers":
+        if self.download_worker:
+            self.download_proc = self._spawn("download,jobs", int(self.env.get("DOWNLOAD_CONCURRENCY", 4)),
+                                             "test-download")
         self.proc = self._spawn(self.queues, self.concurrency, "test")
         if self.fast_worker:
             self.fast_proc = self._spawn("fast", 1, "test-fast")
         return self
 
     def stop(self, timeout: float = 20) -> None:
-        procs = [p for p in (self.proc, self.fast_proc) if p is not None and p.poll() is None]
+        procs = [p for p in (self.download_proc, self.proc, self.fast_proc) if p is not None and p.poll() is None]
         for proc in procs:
             os.killpg(proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout

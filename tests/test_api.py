@@ -58,7 +58,7 @@ def test_submit_url_is_committed_then_queued(api):
     job = r.get_json()
     assert job["status"] == "queued" and job["source_kind"] == "url" and job["callback_url"]
     assert c.get(f"/api/jobs/{job['id']}").get_json()["id"] == job["id"]
-    queue = redis.Redis.from_url(env["REDIS_URL"]).lrange(env["REDIS_PREFIX"] + "jobs", 0, -1)
+    queue = redis.Redis.from_url(env["REDIS_URL"]).lrange(env["REDIS_PREFIX"] + "download", 0, -1)
     assert any(job["id"] in q.decode() for q in queue)
 
 

@@ -234,7 +234,7 @@ def test_batches_are_listed_with_progress_and_can_be_cancelled_and_retried(api):
     statuses = {j["id"]: j["status"] for j in c.get(f"/api/jobs?batch={batch['id']}").get_json()["jobs"]}
     assert [statuses[i] for i in ids] == ["done", "failed", "cancelled", "cancelled"]
 
-    queue_key = env["REDIS_PREFIX"] + "jobs"
+    queue_key = env["REDIS_PREFIX"] + "download"          # a retried URL job is downloaded again
     before = redis.Redis.from_url(env["REDIS_URL"]).lrange(queue_key, 0, -1)
     r = c.post(f"/api/batches/{batch['id']}/retry")
     assert r.status_code == 202 and r.get_json()["retried"] == 1
@@ -271,8 +271,9 @@ def test_dashboard_reports_queues_running_jobs_throughput_and_stage_medians(api)
         s.add_all(rows)
     d = c.get("/api/dashboard").get_json()
     prefix = env["REDIS_PREFIX"]
-    assert d["queues"]["jobs"] == r.llen(prefix + "jobs") == before["queues"]["jobs"] + 3
-    assert "fast" in d["queues"] and d["queue_ok"]
+    # A batch's URL jobs wait in the download queue; every queue a worker may serve is listed.
+    assert d["queues"]["download"] == r.llen(prefix + "download") == before["queues"]["download"] + 3
+    assert set(d["queues"]) == {"download", "classify", "fast", "jobs"} and d["queue_ok"]
     assert [j["id"] for j in d["running"] if j["id"] == running_id] == [running_id]
     assert next(j for j in d["running"] if j["id"] == running_id)["worker"] == "host:123"
     # The last hour: three jobs (two a minute ago, one half an hour ago); the 90-minute-old one is out.

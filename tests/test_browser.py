@@ -1,8 +1,9 @@
 """The web UI end to end: real headless Chromium (Debian's package) driving the real service.
 
-`vidclass up` runs the API (gunicorn), one job worker, the fast-queue worker and an embedded
-Redis against a temporary SQLite database. The ensemble is small and untrained (three members,
-with a subcategory head) but runs the real pipeline on the committed fixture clips: uploads,
+`vidclass up` runs the API (gunicorn), a download worker (one thread here), one classification
+worker, the fast-queue worker and an embedded Redis against a temporary SQLite database. The
+ensemble is small and untrained (three members, with a subcategory head) but runs the real
+pipeline on the committed fixture clips: uploads,
 URLs served by a local HTTP server, and test-set names whose features were extracted from those
 clips. Every check compares what the page shows with what the API returns for the same job.
 
@@ -185,6 +186,8 @@ def service(assets, tmp_path_factory):
         "VIDCLASS_FEATURES_DIR": str(assets / "features"),
         "VIDCLASS_PROCESSED_DIR": str(assets / "processed"),
         "WORKER_CONCURRENCY": "1",
+        # One download thread: a download stuck on the slow server makes a batch wait (below).
+        "DOWNLOAD_CONCURRENCY": "1",
         "VIDCLASS_TORCH_THREADS": "1",
         "OMP_WAIT_POLICY": "PASSIVE",
         "ALLOWED_PRIVATE_NETWORKS": "127.0.0.1",   # the clip server is on this machine
@@ -427,7 +430,7 @@ def test_running_job_can_be_cancelled_while_a_batch_waits(page, service, clips):
         expect(card).to_have_attribute("data-status", "downloading", timeout=JOB_TIMEOUT_MS)
         expect(card.locator(".job-progress .stage")).to_have_text("Downloading the video")
         expect(card.locator("progress")).to_have_count(1)
-        # The only job worker is stuck in that download, so a batch waits in the queue.
+        # The only download thread is stuck in that download, so a batch waits in the queue.
         page.get_by_role("tab", name="Bulk list").click()
         page.get_by_label("URLs, one per line").fill(
             "\n".join(clips.url(n) for n in ("gaming_supertux_4.mp4", "animation_planetblupi_play101.mp4")))

@@ -20,7 +20,7 @@ def _queued_ids(r, prefix) -> set[str]:
     import base64
 
     out = set()
-    for raw in r.lrange(prefix + "jobs", 0, -1):
+    for raw in r.lrange(prefix + "download", 0, -1):     # a batch's URL jobs: the download queue
         body = json.loads(base64.b64decode(json.loads(raw)["body"]))
         out.add(body[0][0])
     return out

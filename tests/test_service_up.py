@@ -68,9 +68,9 @@ def test_up_serves_jobs_survives_a_killed_worker_and_stops_cleanly_on_ctrl_c(ass
         final = kit.wait_for(done, 120, what="job via vidclass up")
         assert final["status"] == "done", final
 
-        # SIGKILL the jobs worker's Celery main process: the API keeps answering, the supervisor
+        # SIGKILL the classification worker's Celery main process: the API keeps answering, the supervisor
         # restarts the worker (reported in health) and a job submitted afterwards completes.
-        worker_pid = next(p for p in _children(proc.pid) if "jobs@" in _cmdline(p))
+        worker_pid = next(p for p in _children(proc.pid) if "classify@" in _cmdline(p))
         os.kill(worker_pid, signal.SIGKILL)
         time.sleep(1)
         assert _get(f"{base}/api/health")[0] == 200

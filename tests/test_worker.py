@@ -52,8 +52,8 @@ def running_service(assets, tmp: Path, database_url: str, redis_url: str, concur
 
         session.upgrade(database_url)
         app = create_app({"TESTING": True})
-        # As `vidclass up` runs them: a jobs worker and a fast-queue worker.
-        workers = kit.Workers(env, concurrency=concurrency, log=tmp / "worker.log", fast_worker=True).start()
+        # As `vidclass up` runs them: a download worker, a classification worker and a fast-queue worker.
+        workers = kit.Workers.like_up(env, concurrency=concurrency, log=tmp / "worker.log").start()
         try:
             yield {"client": app.test_client(), "server": server, "env": env, "workers": workers,
                    "tmp": tmp}

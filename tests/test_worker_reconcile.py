@@ -41,7 +41,9 @@ def _add(**fields) -> str:
 
 
 def _queued_ids(r, env):
-    return "".join(m.decode() for m in r.lrange(env["REDIS_PREFIX"] + "jobs", 0, -1))
+    from worker.celery_app import QUEUES
+
+    return "".join(m.decode() for q in QUEUES for m in r.lrange(env["REDIS_PREFIX"] + q, 0, -1))
 
 
 def test_reconciler_requeues_dead_and_lost_jobs_only(env):
@@ -129,3 +131,59 @@ def test_uploads_of_ended_jobs_are_deleted_after_the_retention_window(env, tmp_p
     assert client.get(f"/api/jobs/{cancelled}").get_json()["status"] == "cancelled"
     with db_session.session_scope() as s:
         assert s.get(Job, queued).status == "queued"
+
+
+def _queue_ids(r, env, queue):
+    return "".join(m.decode() for m in r.lrange(env["REDIS_PREFIX"] + queue, 0, -1))
+
+
+def test_jobs_are_published_to_the_queue_of_their_stage(env, tmp_path):
+    """URL jobs without their file go to `download`; downloaded URLs, uploads and test-set names
+    to `classify`; the reconciler and the outbox route the same way (nothing waits on the wrong
+    queue after a worker died between the stages)."""
+    from worker.reconcile import publish_outbox, reconcile_once
+
+    env, r = env
+    now = utcnow()
+    url = _add(status="queued", enqueued_at=None)
+    downloaded = _add(status="queued", enqueued_at=None, file_path=str(tmp_path / "v.mp4"))
+    with db_session.session_scope() as s:
+        upload, name = new_id(), new_id()
+        s.add(Job(id=upload, source_kind="upload", source="u.mp4", file_path=str(tmp_path / "u.mp4"),
+                  status="queued", created_at=now - timedelta(seconds=10)))
+        s.add(Job(id=name, source_kind="test-set", source="x.mp4", status="queued",
+                  created_at=now - timedelta(seconds=10)))
+    # A classify worker died mid-run of a downloaded job: back to classify, not to download.
+    dead = _add(status="extracting", file_path=str(tmp_path / "d.mp4"), attempts=1,
+                heartbeat_at=now - timedelta(seconds=3600), enqueued_at=now)
+    counts = reconcile_once(r)
+    assert counts["running_stale"] == 1
+    download, classify = _queue_ids(r, env, "download"), _queue_ids(r, env, "classify")
+    assert url in download and url not in classify
+    for job_id in (downloaded, upload, name, dead):
+        assert job_id in classify and job_id not in download
+    assert "vidclass.download_job" in download and "vidclass.classify_job" in classify
+    assert publish_outbox(r) in (0, None)
+
+
+def test_claim_drops_a_message_for_the_other_stage(env, tmp_path):
+    from worker.tasks import claim
+
+    fresh = _add(status="queued")
+    assert claim(fresh, "t1", stage="classify") is None            # not downloaded yet
+    run = claim(fresh, "t1", stage="download")
+    assert run is not None and run["stage_timings"] == {}
+    with db_session.session_scope() as s:
+        assert s.get(Job, fresh).status == "downloading"
+    # Handed over to classification: a duplicate download message is dropped, classify continues
+    # the run (download timings kept, progress from 30 %, attempts counted for this stage).
+    started = utcnow() - timedelta(seconds=5)
+    handed = _add(status="queued", file_path=str(tmp_path / "v.mp4"), attempts=0, started_at=started,
+                  stage_timings={"download_s": 1.5})
+    assert claim(handed, "t2", stage="download") is None
+    run = claim(handed, "t3", stage="classify")
+    assert run["stage_timings"] == {"download_s": 1.5}
+    with db_session.session_scope() as s:
+        job = s.get(Job, handed)
+        assert job.status == "extracting" and job.attempts == 1 and job.progress == 30
+        assert job.started_at == started

@@ -33,6 +33,7 @@ class Classifier:
         self._ensemble: Ensemble | None = None
         self._test_set: TestSet | None = None
         self._extractors: dict[str, object] = {}
+        self._backbone = None        # use_backbone(): e.g. a GPU backbone for every extractor
         # Worker threads may share one Classifier; load each heavy object only once.
         self._lock = threading.Lock()
 
@@ -67,8 +68,14 @@ class Classifier:
                 shared = next(iter(self._extractors.values()), None)
                 self._extractors[sampling] = FeatureExtractor(
                     pipeline.with_(sampling=sampling),
-                    backbone=shared.backbone if shared is not None else None)
+                    backbone=shared.backbone if shared is not None else self._backbone)
             return self._extractors[sampling]
+
+    def use_backbone(self, backbone) -> None:
+        """Extract features with this backbone (same pipeline), e.g. one on a GPU."""
+        with self._lock:
+            self._backbone = backbone
+            self._extractors.clear()
 
     def _check_test_set(self) -> TestSet:
         test_set, ensemble = self.test_set, self.ensemble

@@ -1,8 +1,12 @@
 """The Celery application. Importing it imports neither torch nor the tasks' ML code.
 
-The API publishes by task NAME (`send_task`), so it never imports worker.tasks either. Two queues:
-  jobs  long classification jobs (download -> frames -> features -> classify)
-  fast  requests someone waits on: test-set names, classify-by-name, the model version
+The API publishes by task NAME (`send_task`), so it never imports worker.tasks either. Queues:
+  download  URL jobs not yet downloaded: I/O bound, served by many threads, no model loaded. The
+            file goes to DOWNLOAD_DIR (shared storage), then the job is published to `classify`.
+  classify  jobs whose video is on shared storage (downloads, uploads) and test-set names: the
+            ensemble is loaded once per worker process (one per GPU, a few per CPU machine).
+  fast      requests someone waits on: test-set names, classify-by-name, the model version
+  jobs      the single queue of older versions; a message left there is routed to its stage.
 """
 from __future__ import annotations
 
@@ -10,10 +14,17 @@ from celery import Celery
 
 from db import settings
 
-JOBS_QUEUE = "jobs"
+DOWNLOAD_QUEUE = "download"
+CLASSIFY_QUEUE = "classify"
 FAST_QUEUE = "fast"
+JOBS_QUEUE = "jobs"          # legacy: drained by workers that serve it (the default set does)
+QUEUES = (DOWNLOAD_QUEUE, CLASSIFY_QUEUE, FAST_QUEUE, JOBS_QUEUE)
+# Queues whose tasks need the ensemble: a worker serving none of them never imports torch.
+MODEL_QUEUES = (CLASSIFY_QUEUE, FAST_QUEUE)
 
-PROCESS_JOB = "vidclass.process_job"
+DOWNLOAD_JOB = "vidclass.download_job"
+CLASSIFY_JOB = "vidclass.classify_job"
+PROCESS_JOB = "vidclass.process_job"       # legacy name: routes the job to its stage's queue
 SEND_CALLBACK = "vidclass.send_callback"
 CLASSIFY_NAME = "vidclass.fast.classify_name"
 LIST_VIDEOS = "vidclass.fast.list_videos"
@@ -42,8 +53,9 @@ def make_app(broker_url: str | None = None) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        task_default_queue=JOBS_QUEUE,
-        task_routes={PROCESS_JOB: {"queue": JOBS_QUEUE}, SEND_CALLBACK: {"queue": JOBS_QUEUE},
+        task_default_queue=CLASSIFY_QUEUE,
+        task_routes={DOWNLOAD_JOB: {"queue": DOWNLOAD_QUEUE}, CLASSIFY_JOB: {"queue": CLASSIFY_QUEUE},
+                     PROCESS_JOB: {"queue": JOBS_QUEUE}, SEND_CALLBACK: {"queue": DOWNLOAD_QUEUE},
                      "vidclass.fast.*": {"queue": FAST_QUEUE}},
         result_expires=3600,
         # Loading the ensemble in worker_process_init takes seconds; Celery's default is 4 s.

@@ -35,13 +35,25 @@ def register(subparsers) -> None:
     for p in (kc, kl, kr):
         p.add_argument("--database-url", help="default: DATABASE_URL or instance/vidclass.db")
 
-    w = subparsers.add_parser("worker", help="run a Celery worker (jobs and fast queues)")
+    w = subparsers.add_parser(
+        "worker", help="run a Celery worker: --queues download (threads, no model), classify "
+                       "(the model, one process per GPU or a few per CPU machine) and/or fast")
     w.add_argument("--concurrency", "-c", type=int, default=None,
-                   help="worker processes (default WORKER_CONCURRENCY=2)")
-    w.add_argument("--queues", "-Q", default="jobs,fast", help="queues to serve (default jobs,fast)")
+                   help="threads of a download-only worker (default DOWNLOAD_CONCURRENCY), else "
+                        "processes (default WORKER_CONCURRENCY)")
+    w.add_argument("--queues", "-Q", default=",".join(ALL_QUEUES),
+                   help=f"comma-separated queues to serve, of {', '.join(ALL_QUEUES)} "
+                        f"(default all: one worker does everything)")
+    w.add_argument("--pool", "-P", default=None, choices=("prefork", "threads", "solo"),
+                   help="default: threads for a download-only worker, else prefork")
     w.add_argument("--name", "-n", default=None, help="Celery node name, e.g. w1@%%h")
     w.add_argument("--loglevel", "-l", default="info")
     w.set_defaults(func=cmd_worker)
+
+    f = subparsers.add_parser("flower", help="Flower, the Celery monitoring UI for operators")
+    f.add_argument("--address", default="127.0.0.1")
+    f.add_argument("--port", type=int, default=5555)
+    f.set_defaults(func=cmd_flower)
 
     a = subparsers.add_parser("api", help="serve the HTTP API and web UI with gunicorn")
     a.add_argument("--host", default="127.0.0.1")
@@ -126,21 +138,59 @@ def cmd_keys_revoke(args) -> int:
     return 0
 
 
-def worker_argv(concurrency: int, queues: str, name: str | None, loglevel: str) -> list[str]:
+ALL_QUEUES = ("download", "classify", "fast", "jobs")     # worker/celery_app.py QUEUES
+DOWNLOAD_ONLY = {"download", "jobs"}     # "jobs": legacy messages, routed on without the model
+
+
+def parse_queues(queues: str) -> list[str]:
+    names = [q.strip() for q in queues.split(",") if q.strip()]
+    unknown = [q for q in names if q not in ALL_QUEUES]
+    if not names or unknown:
+        raise SystemExit(f"--queues: unknown queue(s) {', '.join(unknown) or '(none given)'}; "
+                         f"known: {', '.join(ALL_QUEUES)}")
+    return names
+
+
+def is_download_only(queues: str) -> bool:
+    return set(parse_queues(queues)) <= DOWNLOAD_ONLY
+
+
+def worker_argv(concurrency: int, queues: str, name: str | None, loglevel: str,
+                pool: str | None = None) -> list[str]:
+    parse_queues(queues)
+    pool = pool or ("threads" if is_download_only(queues) else "prefork")
     argv = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
-            "-Q", queues, "-c", str(concurrency), "-l", loglevel, "--without-gossip", "--without-mingle"]
+            "-Q", queues, "-c", str(concurrency), "-P", pool, "-l", loglevel,
+            "--without-gossip", "--without-mingle"]
     if name:
         argv += ["-n", name]
     return argv
 
 
-def cmd_worker(args) -> int:
+def default_concurrency(queues: str) -> int:
     from db import settings
 
-    concurrency = args.concurrency or settings.get("WORKER_CONCURRENCY")
-    argv = worker_argv(concurrency, args.queues, args.name, args.loglevel)
+    return settings.get("DOWNLOAD_CONCURRENCY" if is_download_only(queues) else "WORKER_CONCURRENCY")
+
+
+def cmd_worker(args) -> int:
+    concurrency = args.concurrency or default_concurrency(args.queues)
+    argv = worker_argv(concurrency, args.queues, args.name, args.loglevel, args.pool)
     # exec: signals (Ctrl-C, SIGTERM for a warm shutdown) go straight to Celery.
     os.execv(sys.executable, argv)
+    return 0  # not reached
+
+
+def flower_argv(address: str, port: int) -> list[str]:
+    # Flower's broker is the workers' (REDIS_URL and REDIS_PREFIX through worker.celery_app). It
+    # sees tasks only from workers that send events: `celery -A worker.celery_app control
+    # enable_events`, or start workers with -E (docs/deployment.md).
+    return [sys.executable, "-m", "celery", "-A", "worker.celery_app", "flower",
+            f"--address={address}", f"--port={port}"]
+
+
+def cmd_flower(args) -> int:
+    os.execv(sys.executable, flower_argv(args.address, args.port))
     return 0  # not reached
 
 
@@ -331,7 +381,11 @@ def cmd_up(args) -> int:
         if not _is_loopback(args.host) and not os.environ.get("VIDCLASS_REQUIRE_KEYS"):
             env["VIDCLASS_REQUIRE_KEYS"] = "1"      # reachable from the network: never open by default
         workers = args.workers or settings.get("WORKER_CONCURRENCY")
-        children.append(Supervised("worker", spawn(worker_argv(workers, "jobs,fast", "jobs@%h", "info"))))
+        # Downloads on threads without the model, so a slow server never idles a model process;
+        # the classification processes take jobs whose video is on disk.
+        children.append(Supervised("download-worker", spawn(worker_argv(
+            settings.get("DOWNLOAD_CONCURRENCY"), "download,jobs", "download@%h", "info"))))
+        children.append(Supervised("worker", spawn(worker_argv(workers, "classify,fast", "classify@%h", "info"))))
         # A separate one-process worker keeps the fast queue answering while long jobs run.
         children.append(Supervised("fast-worker", spawn(worker_argv(1, "fast", "fast@%h", "info"))))
         children.append(Supervised("api", spawn(api_argv(args.host, args.port, 2, 4))))

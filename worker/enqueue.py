@@ -23,23 +23,54 @@ _local = threading.local()
 _ORIGIN = f"{os.getpid()}@{socket.gethostname()}"
 
 
-def publish_job(job_id: str, app=None) -> None:
-    app = app or names.app
-    app.send_task(names.PROCESS_JOB, args=[job_id], queue=names.JOBS_QUEUE)
+STAGES = {"download": (names.DOWNLOAD_JOB, names.DOWNLOAD_QUEUE),
+          "classify": (names.CLASSIFY_JOB, names.CLASSIFY_QUEUE)}
 
 
-def publish_jobs(job_ids, app=None, chunk: int = 2000) -> int:
-    """Publish process_job for every id; returns how many were published."""
+def stage_of(source_kind: str, file_path: str | None) -> str:
+    """The stage a queued job waits for: a URL job without its file yet is downloaded first;
+    everything else (downloaded URLs, uploads, test-set names) is classified."""
+    return "download" if source_kind == "url" and not file_path else "classify"
+
+
+def stages_of(job_ids) -> dict[str, list[str]]:
+    """{stage: [job ids]} from the database (ids not found are left out)."""
+    from sqlalchemy import select
+
+    from db import session as db_session
+    from db.models import Job
+
+    out: dict[str, list[str]] = {}
+    job_ids = list(job_ids)
+    with db_session.session_scope() as s:
+        for start in range(0, len(job_ids), 1000):
+            rows = s.execute(select(Job.id, Job.source_kind, Job.file_path)
+                             .where(Job.id.in_(job_ids[start:start + 1000]))).all()
+            for job_id, kind, path in rows:
+                out.setdefault(stage_of(kind, path), []).append(job_id)
+    return out
+
+
+def publish_job(job_id: str, app=None, stage: str | None = None) -> None:
+    publish_jobs([job_id], app=app, stage=stage)
+
+
+def publish_jobs(job_ids, app=None, chunk: int = 2000, stage: str | None = None) -> int:
+    """Publish every id to its stage's queue (download or classify); returns how many were
+    published. stage=None looks each job's stage up in the database (stage_of)."""
     app = app or names.app
     job_ids = list(job_ids)
     if not job_ids:
         return 0
+    if stage is None:
+        return sum(publish_jobs(ids, app=app, chunk=chunk, stage=st)
+                   for st, ids in stages_of(job_ids).items())
+    task, queue = STAGES[stage]
     url = app.conf.broker_url or ""
     if not url.startswith(("redis://", "rediss://", "unix://")):
         with app.producer_or_acquire() as producer, producer.batch(max_size=chunk):
             for job_id in job_ids:
-                app.send_task(names.PROCESS_JOB, args=[job_id], queue=names.JOBS_QUEUE,
-                              producer=producer)
+                app.send_task(task, args=[job_id], queue=queue, producer=producer)
         return len(job_ids)
     client = _redis(url)
     prefix = (app.conf.broker_transport_options or {}).get("global_keyprefix", "")
@@ -47,9 +78,8 @@ def publish_jobs(job_ids, app=None, chunk: int = 2000) -> int:
         part = job_ids[start:start + chunk]
         # LPUSH takes many values: one command per chunk, the queue order kept (oldest first out).
         ids = new_ids(2 * len(part))
-        client.lpush(prefix + names.JOBS_QUEUE, *(
-            _message(names.PROCESS_JOB, [j], names.JOBS_QUEUE, ids[2 * k], ids[2 * k + 1])
-            for k, j in enumerate(part)))
+        client.lpush(prefix + queue, *(
+            _message(task, [j], queue, ids[2 * k], ids[2 * k + 1]) for k, j in enumerate(part)))
     return len(job_ids)
 
 

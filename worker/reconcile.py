@@ -9,9 +9,12 @@ Every RECONCILE_INTERVAL_S it re-publishes
   * every queued job when the broker lost its data (Redis restarted without persistence): detected
     by a marker key that disappears with the data,
   * queued jobs not picked up for QUEUED_STALE_S (any other lost message).
-A duplicate message is harmless: worker.tasks.claim() lets only one run own a job.
+Each job is published to the queue of the stage its row says (worker.enqueue.stage_of): a URL job
+without its file to `download`, everything else to `classify`; so a worker that dies in either
+stage, or between them, loses nothing. A duplicate message is harmless: worker.tasks.claim() lets
+only one run own a job, and drops a message for the stage the job is not at.
 It also deletes the uploads of failed and cancelled jobs that ended more than UPLOAD_RETENTION_H
-ago (kept until then for a retry).
+ago (kept until then for a retry), and the downloaded videos of URL jobs cancelled between stages.
 
 It runs as a thread in every Celery worker's parent process; a short Redis lock makes one
 reconciler act per interval when several worker nodes run.
@@ -125,7 +128,7 @@ def delete_expired_uploads(now, batch: int = 500) -> int:
     expired = []
     with db_session.session_scope() as s:
         rows = s.execute(select(Job.id, Job.file_path).where(
-            Job.source_kind == "upload", Job.status.in_(ended), Job.file_path.is_not(None),
+            Job.source_kind.in_(("upload", "url")), Job.status.in_(ended), Job.file_path.is_not(None),
             Job.finished_at < cutoff).limit(batch)).all()
         for job_id, path in rows:
             # Conditional: a job retried since the select keeps its file.
@@ -136,9 +139,19 @@ def delete_expired_uploads(now, batch: int = 500) -> int:
     # Files go only once the database no longer points at them.
     for path in expired:
         Path(path).unlink(missing_ok=True)
+        _remove_empty_download_dir(Path(path))
     if expired:
         log.info("deleted %d expired upload(s)", len(expired))
     return len(expired)
+
+
+def _remove_empty_download_dir(path: Path) -> None:
+    """A URL job's download lives in DOWNLOAD_DIR/<job_id>/: remove that folder once empty."""
+    if path.parent.parent == Path(settings.download_dir()):
+        try:
+            path.parent.rmdir()
+        except OSError:
+            pass
 
 
 def loop(hostname: str) -> None:

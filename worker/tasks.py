@@ -4,10 +4,18 @@ starts the load in a thread of the pool process; the name list does not wait for
 This module is imported by the Celery parent process too, so it must not import torch at module
 level: vidclass.classify and torch are imported in the pool processes only (_load_classifier).
 
-A job runs download -> sample frames -> features -> classify, committing each status change.
-The database decides who runs a job (claim()): a job already done/cancelled is skipped, a job
-re-delivered after its worker died restarts cleanly with attempts + 1, and a duplicate message for
-a job someone else is running right now is dropped.
+A URL job runs in two stages on two queues (worker/celery_app.py):
+  download  (download_job, on download workers: threads, no torch) fetches the video into
+            DOWNLOAD_DIR/<job_id>/ on shared storage, then hands the job over: status queued,
+            file_path set, enqueued_at NULL (in the outbox) in one commit, then publishes it to
+  classify  (classify_job, on classification workers: the ensemble loaded once per process)
+            sample frames -> features -> classify. Uploads and test-set names start here.
+Every status change is committed. The database decides who runs a stage (claim()): a job already
+done/cancelled is skipped, a message for a stage the job is not at is dropped, a job re-delivered
+after its worker died restarts that stage with attempts + 1 (attempts count the current stage),
+and a duplicate message for a job someone else is running right now is dropped. A worker dying
+between the stages loses nothing: the row is queued in the outbox, or running with a heartbeat
+that goes stale, and the reconciler publishes it to the stage its row says.
 """
 from __future__ import annotations
 
@@ -34,6 +42,7 @@ from worker import callbacks
 from worker import celery_app as names
 from worker import health_keys
 from worker.celery_app import app
+from worker.enqueue import publish_jobs, stage_of
 
 log = logging.getLogger(__name__)
 
@@ -50,23 +59,37 @@ class JobLost(Exception):
     """Another run took the job over (this one was presumed dead)."""
 
 
+class _DownloadGone(Exception):
+    """A downloaded URL's file is missing at the classify stage."""
+
+
 # ---------------------------------------------------------------- process start
+
+def serves_model_queues() -> bool:
+    """Whether this worker consumes a queue whose tasks need the ensemble (-Q as selected by the
+    worker before its pool forked; no selection means every queue)."""
+    selected = set(app.amqp.queues.consume_from or ())
+    return not selected or bool(selected & set(names.MODEL_QUEUES))
+
 
 @worker_process_init.connect
 def _start_loading(**_):
-    """Runs in every pool child after fork: fresh db connections, then the ensemble loads in a
-    thread of this child. The child takes tasks at once: the test-set name list needs only the
-    name index (no torch, no model) and answers while torch and the ensemble load (seconds, more
-    on a busy machine); tasks that need the model wait for the load in _classifier()."""
+    """Runs in every pool child after fork: fresh db connections, then, on workers that classify,
+    the ensemble loads in a thread of this child (a download-only worker never imports torch).
+    The child takes tasks at once: the test-set name list needs only the name index (no torch, no
+    model) and answers while torch and the ensemble load (seconds, more on a busy machine); tasks
+    that need the model wait for the load in _classifier()."""
     db_session.dispose_all()
+    if not serves_model_queues():
+        return
     loader = threading.Thread(target=_load_classifier, name="vidclass-model-load", daemon=True)
     _state["loader"] = loader
     loader.start()
 
 
 def _load_classifier() -> None:
-    """torch and the ensemble, once per process (the first torch import is here, in the child,
-    never in the parent)."""
+    """torch and the ensemble, once per process, on the device CLASSIFY_DEVICE picks
+    (worker/accel.py). The first torch import is here, in the child, never in the parent."""
     with _load_lock:
         if _state["classifier"] is not None:
             return
@@ -75,8 +98,11 @@ def _load_classifier() -> None:
         torch.set_num_threads(int(os.environ.get("VIDCLASS_TORCH_THREADS", "1")))
         from vidclass.classify import Classifier
 
+        from worker import accel
+
         classifier = Classifier()
         try:
+            accel.configure(classifier)
             ensemble = classifier.ensemble
             health_keys.publish_model(ensemble.version, ensemble.pipeline.to_dict(),
                                       len(ensemble.members), _worker_name())
@@ -134,18 +160,44 @@ def _worker_name() -> str:
 
 # ---------------------------------------------------------------- the job task
 
-@app.task(name=names.PROCESS_JOB, bind=True, ignore_result=True,
-          soft_time_limit=settings.get("JOB_TIMEOUT_S"), time_limit=settings.get("JOB_TIMEOUT_S") + 60)
-def process_job(self, job_id: str) -> None:
-    run = claim(job_id, self.request.id or "local")
+@app.task(name=names.DOWNLOAD_JOB, bind=True, ignore_result=True)
+def download_job(self, job_id: str) -> None:
+    """The download stage (no time limit here: a threads pool has none; DOWNLOAD_DEADLINE_S
+    bounds a download)."""
+    task_id = self.request.id or "local"
+    run = claim(job_id, task_id, stage="download")
     if run is None:
         return
-    JobRun(run).execute()
+    job_run = JobRun(run)
+    job_run.execute(stage="download")
+    if job_run.handoff_failed and serves_model_queues():
+        # The broker is down and this worker classifies too: go on here rather than wait for it
+        # (the row is in the outbox; a later duplicate message is dropped by claim()).
+        run = claim(job_id, task_id, stage="classify")
+        if run is not None:
+            JobRun(run).execute(stage="classify")
 
 
-def claim(job_id: str, task_id: str) -> dict | None:
+@app.task(name=names.CLASSIFY_JOB, bind=True, ignore_result=True,
+          soft_time_limit=settings.get("JOB_TIMEOUT_S"), time_limit=settings.get("JOB_TIMEOUT_S") + 60)
+def classify_job(self, job_id: str) -> None:
+    run = claim(job_id, self.request.id or "local", stage="classify")
+    if run is not None:
+        JobRun(run).execute(stage="classify")
+
+
+@app.task(name=names.PROCESS_JOB, ignore_result=True)
+def process_job(job_id: str) -> None:
+    """A message of an older version (one queue for everything): publish the job to the queue
+    of the stage its row says. Harmless if the job is running or done (claim() drops it)."""
+    publish_jobs([job_id])
+
+
+def claim(job_id: str, task_id: str, stage: str | None = None) -> dict | None:
     """Take ownership of a job for this task, or None when it must not run here.
 
+    stage "download"/"classify": only when the job is at that stage (stage_of its row), so a
+    stale message of the other stage is dropped; None: whatever the job needs (all of it).
     Optimistic: the UPDATE only matches the row as it was read, so two workers racing for the
     same job (duplicate message) cannot both win, on SQLite as on PostgreSQL.
     """
@@ -160,6 +212,11 @@ def claim(job_id: str, task_id: str) -> dict | None:
             return None
         if job.status in RUNNING and job.task_id != task_id and job.heartbeat_at and job.heartbeat_at > stale:
             return None          # alive elsewhere; this message is a duplicate
+        due = stage_of(job.source_kind, job.file_path)
+        if stage is not None and stage != due:
+            return None          # a stale message: the job is at its other stage
+        # The classify stage of a downloaded URL continues the run the download began.
+        second = job.source_kind == "url" and due == "classify"
         seen_status, seen_attempts = job.status, job.attempts
         if job.attempts >= settings.get("MAX_ATTEMPTS"):
             values = dict(status="failed", error_code="too_many_attempts", finished_at=now,
@@ -167,10 +224,14 @@ def claim(job_id: str, task_id: str) -> dict | None:
                                         f"it died or lost it each time)")
             claimed = False
         else:
-            first = "downloading" if job.source_kind == "url" else "extracting"
+            first = "downloading" if due == "download" else "extracting"
             values = dict(status=first, attempts=job.attempts + 1, task_id=task_id,
-                          worker=_worker_name(), started_at=now, heartbeat_at=now, progress=0,
-                          stage_timings={}, error_code=None, error_message=None)
+                          worker=_worker_name(), heartbeat_at=now, error_code=None, error_message=None)
+            if second:
+                values.update(progress=30, stage_timings=_download_timings(job.stage_timings),
+                              started_at=job.started_at or now)
+            else:
+                values.update(progress=0, stage_timings={}, started_at=now)
             claimed = True
         result = s.execute(update(Job).where(Job.id == job_id, Job.status == seen_status,
                                              Job.attempts == seen_attempts).values(**values))
@@ -181,7 +242,23 @@ def claim(job_id: str, task_id: str) -> dict | None:
             return None
         return dict(id=job.id, source_kind=job.source_kind, source=job.source,
                     file_path=job.file_path, callback_url=job.callback_url, task_id=task_id,
-                    options=dict(job.options or {}))
+                    options=dict(job.options or {}), stage_timings=values.get("stage_timings") or {})
+
+
+def _download_timings(timings: dict | None) -> dict:
+    return {k: v for k, v in (timings or {}).items() if k.startswith("download")}
+
+
+def download_dir(job_id: str) -> Path:
+    return Path(settings.download_dir()) / job_id
+
+
+def remove_download(job_id: str, file_path: str | None = None) -> None:
+    """Delete a job's downloaded video (its DOWNLOAD_DIR/<job_id>/ folder)."""
+    folder = download_dir(job_id)
+    if file_path and Path(file_path).parent != folder:
+        Path(file_path).unlink(missing_ok=True)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 class JobRun:
@@ -191,12 +268,13 @@ class JobRun:
         self.job = job
         self.id = job["id"]
         self.task_id = job["task_id"]
-        self.timings: dict = {}
+        self.timings: dict = dict(job.get("stage_timings") or {})
         self.cancelled = threading.Event()
         self.lost = threading.Event()
         self._stop = threading.Event()
         self._last_write = 0.0
         self._status = None
+        self.handoff_failed = False
 
     # -- state updates (all guarded by task_id so a superseded run cannot write)
     def _update(self, final: bool = False, **values) -> None:
@@ -237,20 +315,31 @@ class JobRun:
                 log.warning("heartbeat of job %s failed: %s", self.id, exc)
 
     # -- the stages
-    def execute(self) -> None:
+    def execute(self, stage: str | None = None) -> None:
+        """Run the job's due stage ("download" ends by handing it to the classify queue;
+        "classify" ends it); None runs everything in this process."""
         beat = threading.Thread(target=self._heartbeat_loop, daemon=True, name=f"heartbeat-{self.id}")
         beat.start()
         workdir = Path(tempfile.mkdtemp(prefix=f"vidclass-{self.id[:8]}-"))
         started = time.perf_counter()
+        earlier = sum(v for k, v in self.timings.items() if k == "download_s")
         try:
+            if stage == "download":
+                self._download_stage()
+                return
             result = self._run(workdir)
-            self.timings["total_s"] = round(time.perf_counter() - started, 4)
+            self.timings["total_s"] = round(time.perf_counter() - started + earlier, 4)
             self._finish(result)
         except (JobCancelled, JobLost):
             log.info("job %s stopped: %s", self.id, "cancelled" if self.cancelled.is_set() else "taken over")
+        except _DownloadGone:
+            try:
+                self._redownload()
+            except (JobCancelled, JobLost):
+                pass
         except BaseException as exc:
             code, message = error_of(exc)
-            self.timings["total_s"] = round(time.perf_counter() - started, 4)
+            self.timings["total_s"] = round(time.perf_counter() - started + earlier, 4)
             try:
                 self._fail(code, message)
             except (JobCancelled, JobLost):
@@ -270,8 +359,12 @@ class JobRun:
             result = classifier.classify_name(source)
             self.timings["classify_s"] = round(time.perf_counter() - t, 4)
             return result
-        if kind == "url":
+        if kind == "url" and not self.job.get("file_path"):
             path = self._download(source, workdir)
+        elif kind == "url":
+            path = Path(self.job["file_path"])
+            if not path.is_file():
+                raise _DownloadGone()
         else:
             path = Path(self.job["file_path"] or "")
             if not path.is_file():
@@ -307,6 +400,39 @@ class JobRun:
             raise JobCancelled() from None
         self.timings["download_s"] = round(time.perf_counter() - t, 4)
         return path
+
+    def _download_stage(self) -> None:
+        """Download into DOWNLOAD_DIR/<job_id>/, then hand the job to the classify queue: the row
+        says queued with its file (and enqueued_at NULL, so the outbox publishes it if this
+        process dies before it does), then the message, then the row marked published."""
+        folder = download_dir(self.id)
+        shutil.rmtree(folder, ignore_errors=True)          # a dead attempt's partial file
+        folder.mkdir(parents=True, exist_ok=True)
+        path = self._download(self.job["source"], folder)
+        self.stage("downloading", 30, force=True)
+        self._stop.set()                 # no heartbeat once the row says queued
+        # attempts restart for the classify stage (MAX_ATTEMPTS bounds each stage).
+        self._update(status="queued", file_path=str(path), task_id=None, worker=None,
+                     enqueued_at=None, heartbeat_at=None, attempts=0, progress=30,
+                     stage_timings=dict(self.timings))
+        try:
+            publish_jobs([self.id], stage="classify")
+        except Exception as exc:         # broker down: the outbox publishes it
+            log.warning("could not publish job %s to classify (the outbox will): %s", self.id, exc)
+            self.handoff_failed = True
+            return
+        with db_session.session_scope() as s:
+            s.execute(update(Job).where(Job.id == self.id, Job.status == "queued",
+                                        Job.enqueued_at.is_(None)).values(enqueued_at=utcnow()))
+
+    def _redownload(self) -> None:
+        """A downloaded file is gone (retried long after, or storage not shared): back to the
+        download queue instead of failing."""
+        log.warning("job %s: downloaded file %s is gone; downloading again", self.id, self.job["file_path"])
+        self._stop.set()
+        self._update(status="queued", file_path=None, task_id=None, worker=None, enqueued_at=None,
+                     heartbeat_at=None, progress=0, stage_timings={})
+        publish_jobs([self.id], stage="download")
 
     def _classify_file(self, classifier, path: Path) -> dict:
         base = 30 if self.job["source_kind"] == "url" else 0
@@ -367,11 +493,19 @@ class JobRun:
                      thumbnail_paths=[str(p) for p in thumbs], segments=result.get("segments"))
         if self.job["source_kind"] == "upload" and self.job.get("file_path"):
             Path(self.job["file_path"]).unlink(missing_ok=True)   # kept until done, for retries
+        elif self.job["source_kind"] == "url":
+            remove_download(self.id, self.job.get("file_path"))
+        log.info("job %s done", self.id)
 
     def _fail(self, code: str, message: str) -> None:
         log.info("job %s failed: %s: %s", self.id, code, message)
+        extra = {}
+        if self.job["source_kind"] == "url":
+            extra["file_path"] = None      # a retry downloads again
         self._update(final=True, status="failed", finished_at=utcnow(), error_code=code,
-                     error_message=message[:2000], stage_timings=dict(self.timings))
+                     error_message=message[:2000], stage_timings=dict(self.timings), **extra)
+        if self.job["source_kind"] == "url":
+            remove_download(self.id, self.job.get("file_path"))
 
 
 # Failures whose message is written for users (no server paths, no library text).
