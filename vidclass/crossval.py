@@ -87,6 +87,21 @@ def source_scores(pred, labels, families, class_names) -> dict:
             "per_source": by_source}
 
 
+def training_rows(data, clips) -> tuple[np.ndarray, np.ndarray, list, list | None]:
+    """(pooled, labels, families, subcategories) of the clips selected by the mask `clips`, then
+    of their sub-clip views (data["views"], data["view_of"]: vidclass.linear.subclip_views)."""
+    idx = np.where(clips)[0]
+    if data.get("views") is not None and len(data["views"]):
+        view_rows = np.where(clips[data["view_of"]])[0]
+        of = np.concatenate([idx, data["view_of"][view_rows]])
+        x = np.concatenate([data["pooled"][idx], data["views"][view_rows]])
+    else:
+        of, x = idx, data["pooled"][idx]
+    subs = data.get("subcategories")
+    return (x, np.asarray(data["labels"])[of], [data["families"][i] for i in of],
+            None if subs is None else [subs[i] for i in of])
+
+
 def out_of_fold(data, blocks, cfg, k: int = 0, keep_sources=None, seed: int = 0) -> dict:
     """Out-of-fold member logits [M, N, C] (NaN where not scored), subcategory probs, fold ids.
 
@@ -108,11 +123,9 @@ def out_of_fold(data, blocks, cfg, k: int = 0, keep_sources=None, seed: int = 0)
         keep = set(train_fams)
         tr = np.array([f in keep for f in families])
         te = np.array([f in held for f in families]) & evaluable
-        subs = data.get("subcategories")
-        models = fit_ensemble(pooled[tr], labels[tr], [families[i] for i in np.where(tr)[0]], blocks,
-                              cfg.num_classes, cfg.l2, m, cfg.member_sources, cfg.seed + j,
-                              None if subs is None else [subs[i] for i in np.where(tr)[0]],
-                              data.get("num_subcategories", 0))
+        x, y, fams, subs = training_rows(data, tr)
+        models = fit_ensemble(x, y, fams, blocks, cfg.num_classes, cfg.l2, m, cfg.member_sources,
+                              cfg.seed + j, subs, data.get("num_subcategories", 0))
         logits[:, te] = member_logits(models, pooled[te])
         sp = member_subcategory_probs(models, pooled[te])
         if sp is not None:

@@ -77,6 +77,10 @@ class TrainConfig:
     # 0 (one source out) fits 6x more members for the same kind of estimate.
     cv_folds: int = 20
     curve_repeats: int = 2
+    # Sub-clip views added to the training rows: per clip, `views` pooled random `view_share`s of
+    # its frames (vidclass.linear.subclip_views); 0 = clips only.
+    views: int = 4
+    view_share: float = 0.25
     uncertain_below: float = 0.6            # `uncertain: true` under this top-class confidence
     subcategory_min_confidence: float = 0.5     # subcategory "unknown" under this
     # Temporal architecture size. The original full size is hidden 768, 4 layers, 12 heads (GPU users).
@@ -345,10 +349,10 @@ def train_linear(features_dir: Path, out_dir: Path, cfg: TrainConfig, reports_di
     """The shipped recipe: cross-validate on every clip of every split, calibrate on the
     out-of-fold predictions, then fit the shipped members on everything."""
     from .crossval import calibration, ensemble_probs, fit_temperature, learning_curve, \
-        nested_calibrated_probs, out_of_fold, source_scores
+        nested_calibrated_probs, out_of_fold, source_scores, training_rows
     from .dataset import source_family
     from .ensemble import pick_subcategory
-    from .linear import fit_ensemble, pool_clips
+    from .linear import fit_ensemble, pool_clips, subclip_views
     from .taxonomy import taxonomy_subcategory
 
     paths = [p for p in (_find_split(features_dir, s, required=s == "train") for s in ("train", "val", "test")) if p]
@@ -369,6 +373,8 @@ def train_linear(features_dir: Path, out_dir: Path, cfg: TrainConfig, reports_di
     sub_index = [sub_names.index(s) if s else -1 for s in sub_of]
     table = {"pooled": pooled, "labels": data.labels, "families": families, "evaluable": evaluable,
              "subcategories": sub_index if sub_names else None, "num_subcategories": len(sub_names)}
+    if cfg.views:
+        table["views"], table["view_of"] = subclip_views(data.x, data.lengths, cfg.views, cfg.view_share, cfg.seed)
     blocks = pipeline.blocks()
 
     log.info("cross-validating (%s)", f"grouped {cfg.cv_folds}-fold" if cfg.cv_folds else "leave one source out")
@@ -421,8 +427,9 @@ def train_linear(features_dir: Path, out_dir: Path, cfg: TrainConfig, reports_di
                                                   class_names=CLASS_NAMES)
 
     log.info("fitting %d members on all %d clips", cfg.num_models, len(data.labels))
-    models = fit_ensemble(pooled, data.labels, families, blocks, cfg.num_classes, cfg.l2, cfg.num_models,
-                          cfg.member_sources, cfg.seed, table["subcategories"], len(sub_names), temperature)
+    x, y_all, fams_all, subs_all = training_rows(table, np.ones(len(data.labels), bool))
+    models = fit_ensemble(x, y_all, fams_all, blocks, cfg.num_classes, cfg.l2, cfg.num_models,
+                          cfg.member_sources, cfg.seed, subs_all, len(sub_names), temperature)
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in out_dir.glob("best_ensemble_model_*.pt"):
         stale.unlink()
