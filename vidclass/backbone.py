@@ -280,11 +280,37 @@ def onnx_path(pipeline: Pipeline) -> Path:
     return cache_dir() / f"{pipeline.backbone}-{sha[:16]}-{pipeline.input_size}-v{ONNX_FORMAT_VERSION}.onnx"
 
 
-def export_onnx(pipeline: Pipeline, module=None) -> Path:
-    """Export the torch backbone to ONNX once (atomic rename, safe across processes)."""
-    path = onnx_path(pipeline)
+def export_once(path: Path, build, dummy, dynamic_axes: dict, what: str) -> Path:
+    """Export the torch module `build()` gives to ONNX at `path` unless it is there (input
+    "frames", output "features"). Atomic rename, so concurrent processes never read half a
+    file; a lock keeps threads of one process from exporting twice. Shared by every network
+    the pipeline runs in ONNX Runtime (Lite0 here, the drawing net)."""
     if path.is_file():
         return path
+    import torch
+
+    with _export_lock:
+        if path.is_file():
+            return path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        module = build()
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        log.info("exporting %s to ONNX at %s", what, path)
+        with warnings.catch_warnings():      # the exporter's constant-folding notes are noise
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module, (dummy,), str(tmp), dynamo=False, input_names=["frames"],
+                              output_names=["features"], opset_version=17, dynamic_axes=dynamic_axes)
+        os.replace(tmp, path)
+    return path
+
+
+def export_onnx(pipeline: Pipeline, module=None) -> Path:
+    """Export the torch backbone to ONNX once (atomic rename, safe across processes)."""
+    import torch
+
+    return export_once(onnx_path(pipeline), lambda: module if module is not None else _build_module(pipeline),
+                       torch.zeros(2, 3, pipeline.input_size, pipeline.input_size),
+                       {"frames": {0: "n"}, "features": {0: "n"}}, pipeline.backbone)
     import torch
 
     with _export_lock:

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .backbone import BackboneError
+from .backbone import BackboneError, export_once
 
 NSFWJS_VERSION = "4.3.0"
 CLASSES = ("Drawing", "Hentai", "Neutral", "Porn", "Sexy")
@@ -386,7 +386,6 @@ def build_module(folder: Path | None = None):
     return module
 
 
-_export_lock = threading.Lock()
 
 
 def onnx_path(folder: Path | None = None) -> Path:
@@ -398,9 +397,11 @@ def onnx_path(folder: Path | None = None) -> Path:
 def export_onnx(folder: Path | None = None, module=None) -> Path:
     """Export the torch module to ONNX once, in $VIDCLASS_CACHE_DIR, keyed by the weights' digest
     (atomic rename: safe across processes). Input uint8 [n, H, W, 3], any n, H, W."""
-    path = onnx_path(folder)
-    if path.is_file():
-        return path
+    import torch
+
+    return export_once(onnx_path(folder), lambda: module if module is not None else build_module(folder),
+                       torch.zeros(2, 240, 320, 3, dtype=torch.uint8),
+                       {"frames": {0: "n", 1: "h", 2: "w"}, "features": {0: "n"}}, "nsfwjs MobileNetV2")
     import torch
 
     with _export_lock:

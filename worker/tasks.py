@@ -601,8 +601,8 @@ def segment_options(options: dict | None, path: Path):
                           mixed_share=settings.get("SEGMENT_MIXED_SHARE"))
 
 
-def save_segment_thumbnails(job_id: str, frames) -> list[Path]:
-    """One JPEG per timeline segment under THUMBNAIL_DIR/<job_id>/segment-<n>.jpg."""
+def _save_jpegs(job_id: str, frames, name: str, size: int, quality: int) -> list[Path]:
+    """Frames as JPEGs under THUMBNAIL_DIR/<job_id>/, named name.format(n)."""
     import numpy as np
     from PIL import Image
 
@@ -611,30 +611,23 @@ def save_segment_thumbnails(job_id: str, frames) -> list[Path]:
     paths = []
     for n, frame in enumerate(frames):
         image = Image.fromarray(np.asarray(frame, dtype=np.uint8))
-        image.thumbnail((320, 320))
-        path = out_dir / f"segment-{n}.jpg"
-        image.save(path, "JPEG", quality=80)
+        image.thumbnail((size, size))
+        path = out_dir / name.format(n)
+        image.save(path, "JPEG", quality=quality)
         paths.append(path)
     return paths
+
+
+def save_segment_thumbnails(job_id: str, frames) -> list[Path]:
+    """One JPEG per timeline segment under THUMBNAIL_DIR/<job_id>/segment-<n>.jpg."""
+    return _save_jpegs(job_id, frames, "segment-{}.jpg", 320, 80)
 
 
 def save_thumbnails(job_id: str, frames) -> list[Path]:
     """The picked sampled frames as small JPEGs under THUMBNAIL_DIR/<job_id>/<n>.jpg."""
     if frames is None or len(frames) == 0:
         return []
-    import numpy as np
-    from PIL import Image
-
-    out_dir = Path(settings.get("THUMBNAIL_DIR")) / job_id
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for n, frame in enumerate(frames):
-        image = Image.fromarray(np.asarray(frame, dtype=np.uint8))
-        image.thumbnail((192, 192))
-        path = out_dir / f"{n}.jpg"
-        image.save(path, "JPEG", quality=75)
-        paths.append(path)
-    return paths
+    return _save_jpegs(job_id, frames, "{}.jpg", 192, 75)
 
 
 # ---------------------------------------------------------------- callbacks
