@@ -11,6 +11,9 @@ uint8 RGB frames [n, H, W, 3] to float32 [n, dim]. Two backbones share the Lite0
   leave-one-source-out probes on the corpus, 77% against 65% for the pooled 1280-d features
   (`bench/feature_study.py`, BENCHMARKS.md "Feature study").
 
+The net is exactly the library's pretrained forward (no activation override: Lite0 is ReLU6),
+checked against `EfficientNet.extract_features` and ImageNet classes in tests/test_backbone.py.
+
 Preprocessing (one choice, used for training and inference alike): resize each frame to
 input_size x input_size (aspect ratio NOT kept, as the original's `transforms.Resize((s, s))`),
 with OpenCV INTER_AREA, then scale to [0, 1] and normalise with the pipeline's mean/std.
@@ -18,7 +21,8 @@ with OpenCV INTER_AREA, then scale to [0, 1] and normalise with the pipeline's m
 Two runtimes compute the same function:
 - "torch": the reference, CPU, `torch.inference_mode`, few threads.
 - "onnx": ONNX Runtime on a model exported once from the torch one with `torch.onnx.export`, cached
-  in $VIDCLASS_CACHE_DIR (default ~/.cache/vidclass) under a name keyed by the weights' sha256. It
+  in $VIDCLASS_CACHE_DIR (default ~/.cache/vidclass) under a name keyed by the weights' sha256,
+  the module revision and the source of the code that builds the module (`onnx_path`). It
   is ~2x faster on CPU. Outputs match torch within 1e-4 relative error (tests/test_backbone.py).
 - "auto": onnx when onnxruntime imports and the export works, else torch.
 
@@ -56,7 +60,11 @@ LITE0_STAGE_WIDTHS = (24, 40, 80, 112, 192, 320)
 BACKBONE_DIMS = {LITE0: FEATURE_DIM, LITE0_STAGES: 2 * sum(LITE0_STAGE_WIDTHS),
                  LITE0_STAGES_POOLED: 2 * sum(LITE0_STAGE_WIDTHS) + FEATURE_DIM, V2S: FEATURE_DIM}
 DEFAULT_BATCH = 8             # 4-8 measured best for ONNX Runtime on 2 cores (BENCHMARKS.md)
-ONNX_FORMAT_VERSION = 1          # bump when the exported graph changes (inputs, pooling, opset)
+# The Lite0 module's revision, recorded in every pipeline (Pipeline.backbone_revision) so features
+# of different nets never mix. 0 = not recorded: files made before it ran Lite0 with Swish in place
+# of ReLU6. 1 = the library's own pretrained forward. Bump it whenever the module computes
+# something else (tests/test_backbone.py pins the module's structure to it).
+LITE0_REVISION = 1
 
 
 class BackboneError(RuntimeError):
@@ -105,7 +113,7 @@ def default_pipeline(extras: tuple[str, ...] = (), backbone: str = LITE0, **chan
     if unknown:
         raise ValueError(f"unknown feature extras {unknown}; known: {sorted(EXTRA_DIMS)}")
     return Pipeline(backbone=backbone, weights_sha256=weights_sha256(), extras=extras,
-                    backbone_dim=BACKBONE_DIMS[backbone],
+                    backbone_revision=LITE0_REVISION, backbone_dim=BACKBONE_DIMS[backbone],
                     extras_dim=sum(EXTRA_DIMS[e] for e in extras), **changes)
 
 
@@ -196,8 +204,10 @@ def _lite0_net():
     # --json output: keep stdout clean.
     with contextlib.redirect_stdout(io.StringIO()):
         model = EfficientNet.from_pretrained(LITE0, weights_path=path)
-    if hasattr(model, "set_swish"):
-        model.set_swish(memory_efficient=False)   # plain ops: exportable to ONNX
+    # No activation override: Lite0 runs ReLU6 (`relu_fn == "relu6"`), which exports to ONNX as a
+    # Clip op. The library's `set_swish` would replace every ReLU6 with Swish, under which the
+    # ImageNet weights compute something else (LITE0_REVISION 0 did, and lost 22 points on
+    # unseen sources).
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -275,9 +285,35 @@ class TorchBackbone(Backbone):
 _export_lock = threading.Lock()
 
 
+def source_digest(*paths: Path) -> str:
+    """sha256 over source files (names and bytes): part of an ONNX cache key, so an export made
+    by other code is never reused."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(Path(path).name.encode() + b"\0" + Path(path).read_bytes())
+    return digest.hexdigest()
+
+
+def _lite0_sources() -> list[Path]:
+    """The files that define the Lite0 module: this one and the library's (found without
+    importing it, so no torch import)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("efficientnet_lite_pytorch")
+    if spec is None or not spec.origin:
+        raise BackboneError("EfficientNet-Lite0 needs the package efficientnet-lite-pytorch "
+                            "(pip install efficientnet-lite-pytorch==0.1.0)")
+    lib = Path(spec.origin).parent
+    return [Path(__file__), lib / "model.py", lib / "utils.py"]
+
+
 def onnx_path(pipeline: Pipeline) -> Path:
+    """The ONNX export's cache path: keyed by the weights, the input size, the module revision and
+    the source of the code that builds the module."""
     sha = pipeline.weights_sha256 or weights_sha256()
-    return cache_dir() / f"{pipeline.backbone}-{sha[:16]}-{pipeline.input_size}-v{ONNX_FORMAT_VERSION}.onnx"
+    sources = _lite0_sources() if pipeline.backbone in LITE0_BACKBONES else [Path(__file__)]
+    return cache_dir() / (f"{pipeline.backbone}-{sha[:16]}-{pipeline.input_size}-"
+                          f"r{pipeline.backbone_revision}-{source_digest(*sources)[:12]}.onnx")
 
 
 def export_once(path: Path, build, dummy, dynamic_axes: dict, what: str) -> Path:
@@ -311,23 +347,6 @@ def export_onnx(pipeline: Pipeline, module=None) -> Path:
     return export_once(onnx_path(pipeline), lambda: module if module is not None else _build_module(pipeline),
                        torch.zeros(2, 3, pipeline.input_size, pipeline.input_size),
                        {"frames": {0: "n"}, "features": {0: "n"}}, pipeline.backbone)
-    import torch
-
-    with _export_lock:
-        if path.is_file():
-            return path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        module = module if module is not None else _build_module(pipeline)
-        dummy = torch.zeros(2, 3, pipeline.input_size, pipeline.input_size)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        log.info("exporting %s to ONNX at %s", pipeline.backbone, path)
-        with warnings.catch_warnings():      # the exporter's constant-folding notes are noise
-            warnings.simplefilter("ignore")
-            torch.onnx.export(module, (dummy,), str(tmp), dynamo=False, input_names=["frames"],
-                              output_names=["features"], opset_version=17,
-                              dynamic_axes={"frames": {0: "n"}, "features": {0: "n"}})
-        os.replace(tmp, path)
-    return path
 
 
 class OnnxBackbone(Backbone):
@@ -368,6 +387,11 @@ def load_backbone(pipeline: Pipeline, runtime: str = "auto", batch_size: int = D
             pipeline.weights_sha256 != weights_sha256():
         raise BackboneError(f"pipeline wants Lite0 weights {pipeline.weights_sha256[:12]} but the "
                             f"installed weights are {weights_sha256()[:12]}")
+    if pipeline.backbone in LITE0_BACKBONES and pipeline.backbone_revision != LITE0_REVISION:
+        raise BackboneError(f"pipeline wants Lite0 module revision {pipeline.backbone_revision}, this "
+                            f"vidclass computes revision {LITE0_REVISION} "
+                            f"({'the earlier net with Swish in place of ReLU6' if pipeline.backbone_revision == 0 else 'unknown revision'}); "
+                            "re-extract the features and retrain the model with this version")
     runtime = runtime or "auto"
     if runtime not in ("auto", "torch", "onnx"):
         raise ValueError(f"runtime must be auto, torch or onnx, got {runtime!r}")

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .backbone import BackboneError, export_once
+from .backbone import BackboneError, export_once, source_digest
 
 NSFWJS_VERSION = "4.3.0"
 CLASSES = ("Drawing", "Hentai", "Neutral", "Porn", "Sexy")
@@ -53,7 +53,6 @@ DRAWING = EMBED_DIM + CLASSES.index("Drawing")  # column of the Drawing probabil
 INPUT_SIZE = 224
 DEFAULT_BATCH = 8
 MODEL_FILE = "model.min.js"
-ONNX_FORMAT_VERSION = 1          # bump when the exported graph changes (inputs, outputs, opset)
 
 log = logging.getLogger(__name__)
 
@@ -391,33 +390,20 @@ def build_module(folder: Path | None = None):
 def onnx_path(folder: Path | None = None) -> Path:
     from .backbone import cache_dir
 
-    return cache_dir() / f"nsfwjs-mobilenet_v2-{weights_sha256(folder)[:16]}-v{ONNX_FORMAT_VERSION}.onnx"
+    # Keyed by the weights and by the code that builds the module, so an edit to either is
+    # exported anew and a stale export is never reused.
+    return cache_dir() / (f"nsfwjs-mobilenet_v2-{weights_sha256(folder)[:16]}-"
+                          f"{source_digest(Path(__file__))[:12]}.onnx")
 
 
 def export_onnx(folder: Path | None = None, module=None) -> Path:
     """Export the torch module to ONNX once, in $VIDCLASS_CACHE_DIR, keyed by the weights' digest
-    (atomic rename: safe across processes). Input uint8 [n, H, W, 3], any n, H, W."""
+    and the module's source (atomic rename: safe across processes). Input uint8 [n, H, W, 3], any n, H, W."""
     import torch
 
     return export_once(onnx_path(folder), lambda: module if module is not None else build_module(folder),
                        torch.zeros(2, 240, 320, 3, dtype=torch.uint8),
                        {"frames": {0: "n", 1: "h", 2: "w"}, "features": {0: "n"}}, "nsfwjs MobileNetV2")
-    import torch
-
-    with _export_lock:
-        if path.is_file():
-            return path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        module = module if module is not None else build_module(folder)
-        dummy = torch.zeros(2, 240, 320, 3, dtype=torch.uint8)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        with warnings.catch_warnings():      # the exporter's constant-folding notes are noise
-            warnings.simplefilter("ignore")
-            torch.onnx.export(module, (dummy,), str(tmp), dynamo=False, input_names=["frames"],
-                              output_names=["features"], opset_version=17,
-                              dynamic_axes={"frames": {0: "n", 1: "h", 2: "w"}, "features": {0: "n"}})
-        os.replace(tmp, path)
-    return path
 
 
 class DrawingNet:

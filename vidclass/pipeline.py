@@ -11,8 +11,8 @@ from dataclasses import asdict, dataclass, fields, replace
 
 # Fields that change the feature space. `sampling` (keyframe/exact) only moves sample positions
 # by a fraction of a GOP, so it is recorded but does not make pipelines incompatible.
-_FEATURE_SPACE_FIELDS = ("backbone", "weights_sha256", "input_size", "mean", "std",
-                         "num_frames", "scales", "extras")
+_FEATURE_SPACE_FIELDS = ("backbone", "weights_sha256", "backbone_revision", "input_size", "mean",
+                         "std", "num_frames", "scales", "extras")
 
 ORIGINAL_SCALES = (1.0, 0.85, 1.15)
 
@@ -25,6 +25,11 @@ EXTRA_DIMS = {CONTENT_STATS: 25, DRAWING_NET: 133}
 BACKBONE_BLOCKS = {"efficientnet-lite0-stages+pooled": (("lite0_stages", 1536), ("lite0_pooled", 1280))}
 
 
+# Why an old backbone revision's features cannot be used, by revision.
+_REVISION_NOTES = {0: " (before revision 1, Lite0 ran with Swish in place of its ReLU6, so its "
+                      "features are not those of the pretrained network)"}
+
+
 class PipelineMismatch(ValueError):
     """Features and model (or two feature files) come from different pipelines."""
 
@@ -33,6 +38,9 @@ class PipelineMismatch(ValueError):
 class Pipeline:
     backbone: str = "efficientnet-lite0"
     weights_sha256: str = ""          # checksum of the backbone weights file ("" = unknown)
+    # What the backbone module computes with those weights (vidclass.backbone.LITE0_REVISION);
+    # 0 = not recorded, i.e. made before revisions were (for Lite0: the Swish-activated net).
+    backbone_revision: int = 0
     input_size: int = 224
     mean: tuple[float, ...] = (0.5, 0.5, 0.5)
     std: tuple[float, ...] = (0.5, 0.5, 0.5)
@@ -90,7 +98,7 @@ class Pipeline:
         extras = "+" + "+".join(self.extras) if self.extras else ""
         ms = f"multiscale{list(self.scales)}" if self.scales else "no-multiscale"
         sha = self.weights_sha256[:12] or "unknown-weights"
-        return (f"{self.backbone}{extras} ({sha}, {self.input_size}px, mean={list(self.mean)}, "
+        return (f"{self.backbone}{extras} ({sha}, revision {self.backbone_revision}, {self.input_size}px, mean={list(self.mean)}, "
                 f"std={list(self.std)}, {self.num_frames} frames, {ms}, dim={self.feature_dim})")
 
     def feature_space(self) -> tuple:
@@ -108,8 +116,16 @@ ORIGINAL_PIPELINE = Pipeline(backbone="efficientnet-v2-s", weights_sha256="", in
 
 def check_compatible(a: Pipeline, b: Pipeline, a_name: str = "features", b_name: str = "model") -> None:
     """Raise PipelineMismatch naming both pipelines unless they produce the same feature space."""
-    if a.feature_space() != b.feature_space():
+    if a.feature_space() == b.feature_space():
+        return
+    if a.with_(backbone_revision=b.backbone_revision).feature_space() == b.feature_space():
+        old = a_name if a.backbone_revision < b.backbone_revision else b_name
         raise PipelineMismatch(
+            f"feature pipeline mismatch: {a_name} was made by {a.backbone} module revision "
+            f"{a.backbone_revision}, {b_name} by revision {b.backbone_revision}; {old} comes from an "
+            f"older net{_REVISION_NOTES.get(min(a.backbone_revision, b.backbone_revision), '')}: "
+            f"re-extract the features (vidclass extract) and retrain with this version")
+    raise PipelineMismatch(
             f"feature pipeline mismatch: {a_name} uses {a.describe()} but {b_name} uses "
             f"{b.describe()}; re-extract the features with the model's pipeline or use a model "
             f"trained on this pipeline")
