@@ -1,6 +1,6 @@
 # One image for the API and the workers; docker-compose.yml picks the command.
 
-# nsfwjs's MobileNetV2 model files (vidclass/drawing_net.py), fetched from the npm registry at build
+# nsfwjs's MobileNetV2 model files (vidclass/features/drawing_net.py), fetched from the npm registry at build
 # time with the version and integrity pinned in the Makefile (read from it, one source of truth).
 FROM node:20-slim AS nsfwjs
 WORKDIR /src
@@ -32,6 +32,7 @@ COPY vidclass vidclass
 COPY api api
 COPY worker worker
 COPY db db
+COPY service service
 RUN pip install --no-cache-dir $PIP_OPTIONS -e . && \
     if [ "$ONNXRUNTIME" != onnxruntime ]; then \
       version="${ONNXRUNTIME_VERSION:-$(pip show onnxruntime | sed -n 's/^Version: //p')}" && \

@@ -9,7 +9,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: run test venv browser clean bench model
 
-# nsfwjs's MobileNetV2 model files (vidclass/drawing_net.py) come from the npm registry at install
+# nsfwjs's MobileNetV2 model files (vidclass/features/drawing_net.py) come from the npm registry at install
 # time, pinned by version and tarball integrity (`npm view nsfwjs@4.3.0 dist.integrity`); they are
 # never committed and never downloaded at run time. They land where drawing_net looks by default,
 # $(VENV)/share/nsfwjs-$(NSFWJS_VERSION)/mobilenet_v2 (override with VIDCLASS_NSFWJS_DIR).

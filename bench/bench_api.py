@@ -40,7 +40,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(REPO))
-    from worker.commands import api_argv, free_port, start_embedded_redis
+    from service.embedded_redis import start_embedded_redis
+    from service.processes import api_argv, free_port
 
     tmp = Path(tempfile.mkdtemp(prefix="vidclass-bench-"))
     redis_proc, redis_url = start_embedded_redis(workdir=tmp)

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from vidclass.backbone import LITE0, LITE0_STAGES, default_pipeline, load_backbone
-from vidclass.content_stats import GROUP_NAME, compute_content_stats
-from vidclass.frames import sample_frames
+from vidclass.features.backbone import LITE0, LITE0_STAGES, default_pipeline, load_backbone
+from vidclass.features.content_stats import GROUP_NAME, compute_content_stats
+from vidclass.media.frames import sample_frames
 
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
 OUTPUT = Path(__file__).resolve().parent / "output"
@@ -65,7 +65,7 @@ def main(argv=None) -> None:
     print(f"content_stats_v1: {fps:6.1f} frames/s ({1000 / fps:.1f} ms/frame)")
 
     # End to end (sampling + backbone + stats + multi-scale), default runtime and batch size.
-    from vidclass.features import FeatureExtractor
+    from vidclass.features.extract import FeatureExtractor
     long_file = OUTPUT / "long_1280x720_10min.mp4"
     files = [FIXTURES / "gaming_supertux_4.mp4"] + ([long_file] if long_file.is_file() else [])
     for backbone, extras in ((LITE0, ()), (LITE0, (GROUP_NAME,)), (LITE0_STAGES, (GROUP_NAME,))):

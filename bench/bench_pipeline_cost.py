@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 
 from bench.bench_sampling import make_long_video
-from vidclass.backbone import LITE0_STAGES, default_pipeline, shipped_pipeline
-from vidclass.features import FeatureExtractor
-from vidclass.pipeline import CONTENT_STATS
+from vidclass.features.backbone import LITE0_STAGES, default_pipeline, shipped_pipeline
+from vidclass.features.extract import FeatureExtractor
+from vidclass.features.pipeline import CONTENT_STATS
 
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
 

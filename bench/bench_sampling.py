@@ -21,7 +21,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from vidclass.frames import sample_frames
+from vidclass.media.frames import sample_frames
 
 ROOT = Path(__file__).resolve().parent.parent
 OUTPUT = ROOT / "bench" / "output"

@@ -87,9 +87,9 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     from db import settings
-    from vidclass.classify import Classifier
-    from vidclass.frames import probe
-    from vidclass.segments import SegmentOptions
+    from vidclass.model.classify import Classifier
+    from vidclass.media.frames import probe
+    from vidclass.model.timeline import SegmentOptions
 
     clf = Classifier(device="cpu")
     pipeline = clf.ensemble.pipeline

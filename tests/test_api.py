@@ -312,7 +312,7 @@ c = app.test_client()
 assert c.post("/api/jobs", json={"url": "https://example.org/t.mp4"}).status_code == 202
 assert c.post("/api/batches", json={"urls": ["https://example.org/1.mp4"]}).status_code == 202
 c.get("/api/jobs"); c.get("/api/jobs?format=csv").data; c.get("/metrics"); c.get("/api/openapi.json")
-import worker.celery_app, worker.enqueue, worker.commands
+import worker.celery_app, worker.enqueue, service.cli, service.supervisor
 print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "onnxruntime", "cv2"))))
 """
     out = subprocess.run([sys.executable, "-c", code], env=api["env"], capture_output=True, text=True,

@@ -5,9 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vidclass import backbone as bb
-from vidclass.frames import sample_frames
-from vidclass.pipeline import Pipeline
+from vidclass.features import backbone as bb
+from vidclass.media.frames import sample_frames
+from vidclass.features.pipeline import Pipeline
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -212,8 +212,8 @@ def test_onnx_cache_key_changes_with_module_and_revision(tmp_path, monkeypatch):
 
 
 def test_features_of_the_old_net_are_refused(tmp_path):
-    from vidclass.feature_store import FeatureStore, FeatureStoreWriter
-    from vidclass.pipeline import PipelineMismatch, check_compatible
+    from vidclass.features.store import FeatureStore, FeatureStoreWriter
+    from vidclass.features.pipeline import PipelineMismatch, check_compatible
 
     current = bb.default_pipeline(num_frames=4)
     old = Pipeline.from_dict({k: v for k, v in current.to_dict().items() if k != "backbone_revision"})

@@ -98,11 +98,12 @@ def assets(tmp_path_factory):
     test set (name index + features file) made from the fixture clips with that pipeline."""
     import torch
 
-    from vidclass.backbone import default_pipeline
-    from vidclass.feature_store import FeatureStoreWriter
-    from vidclass.features import FeatureExtractor
-    from vidclass.model import SuperEnhancedTemporalModel, save_checkpoint
-    from vidclass.name_index import write_processed_index
+    from vidclass.features.backbone import default_pipeline
+    from vidclass.features.store import FeatureStoreWriter
+    from vidclass.features.extract import FeatureExtractor
+    from vidclass.model.bilstm import SuperEnhancedTemporalModel
+    from vidclass.model.checkpoint import save_checkpoint
+    from vidclass.model.name_index import write_processed_index
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("ui_assets")

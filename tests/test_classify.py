@@ -8,11 +8,12 @@ import pytest
 import torch
 
 from vidclass import CLASS_NAMES
-from vidclass.classify import Classifier
-from vidclass.feature_store import FeatureStoreWriter
-from vidclass.model import SuperEnhancedTemporalModel, save_checkpoint
-from vidclass.name_index import UnknownVideo, write_processed_index
-from vidclass.pipeline import Pipeline, PipelineMismatch
+from vidclass.model.classify import Classifier
+from vidclass.features.store import FeatureStoreWriter
+from vidclass.model.bilstm import SuperEnhancedTemporalModel
+from vidclass.model.checkpoint import save_checkpoint
+from vidclass.model.name_index import UnknownVideo, write_processed_index
+from vidclass.features.pipeline import Pipeline, PipelineMismatch
 
 from original_layout import MAPPING, write_original_features
 
@@ -107,10 +108,10 @@ def test_features_from_another_pipeline_are_refused(original_assets, tmp_path):
 
 
 def test_classify_real_video_file(tmp_path):
-    pytest.importorskip("vidclass.features")
-    from vidclass.backbone import default_pipeline
-    from vidclass.features import FeatureExtractor
-    from vidclass.frames import VideoError
+    pytest.importorskip("vidclass.features.extract")
+    from vidclass.features.backbone import default_pipeline
+    from vidclass.features.extract import FeatureExtractor
+    from vidclass.media.frames import VideoError
 
     pipeline = default_pipeline(num_frames=8)         # few frames keep the CPU test short
     torch.manual_seed(7)
@@ -139,7 +140,7 @@ def test_classify_real_video_file(tmp_path):
 
 
 def test_missing_file_path_is_reported_as_a_missing_file(tmp_path):
-    from vidclass.classify import Classifier
+    from vidclass.model.classify import Classifier
 
     with pytest.raises(FileNotFoundError, match="no such video file"):
         Classifier().classify_target(str(tmp_path / "gone.mp4"))

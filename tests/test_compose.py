@@ -83,7 +83,7 @@ def test_every_command_exists(service):
     args = _parse(argv)
     assert callable(args.func)
     if argv[1] == "worker":
-        from worker.commands import worker_argv
+        from service.processes import worker_argv
 
         celery = worker_argv(args.concurrency or 1, args.queues, args.name, "info", args.pool)
         queues = celery[celery.index("-Q") + 1].split(",")
@@ -94,7 +94,7 @@ def test_every_command_exists(service):
 
 
 def test_celery_and_flower_subcommands_exist():
-    from worker.commands import flower_argv
+    from service.processes import flower_argv
 
     for argv in ([sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--help"],
                  flower_argv("127.0.0.1", 5555)[:6] + ["--help"]):

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vidclass.dataset import extract_dataset, list_clips, source_family, split_clips
-from vidclass.feature_store import FeatureStore
+from vidclass.training.dataset import extract_dataset, list_clips, source_family, split_clips
+from vidclass.features.store import FeatureStore
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"

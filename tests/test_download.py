@@ -1,4 +1,4 @@
-"""vidclass.download against a real local HTTP server (fixture clips, errors, flaky endpoints)."""
+"""vidclass.media.download against a real local HTTP server (fixture clips, errors, flaky endpoints)."""
 import http.server
 import threading
 import time
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from vidclass.download import DownloadCancelled, DownloadError, fetch
+from vidclass.media.download import DownloadCancelled, DownloadError, fetch
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CLIP = FIXTURES / "gaming_supertux_4.mp4"

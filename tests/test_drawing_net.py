@@ -13,9 +13,9 @@ import cv2
 import numpy as np
 import pytest
 
-from vidclass import drawing_net as dn
-from vidclass.backbone import BackboneError
-from vidclass.frames import sample_frames
+from vidclass.features import drawing_net as dn
+from vidclass.features.backbone import BackboneError
+from vidclass.media.frames import sample_frames
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REFERENCE = json.loads((FIXTURES / "nsfwjs_reference.json").read_text())

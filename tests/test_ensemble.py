@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from vidclass import CLASS_NAMES
-from vidclass.ensemble import Ensemble, NoModelsError
-from vidclass.model import SuperEnhancedTemporalModel, save_checkpoint
-from vidclass.pipeline import ORIGINAL_PIPELINE, Pipeline, PipelineMismatch
+from vidclass.model.ensemble import Ensemble, NoModelsError
+from vidclass.model.bilstm import SuperEnhancedTemporalModel
+from vidclass.model.checkpoint import save_checkpoint
+from vidclass.features.pipeline import ORIGINAL_PIPELINE, Pipeline, PipelineMismatch
 
 torch.set_num_threads(1)
 
@@ -27,7 +28,7 @@ def _original_member(path, seed):
 
 def test_original_folder_skips_missing_member_with_warning(tmp_path, caplog):
     models = {i: _original_member(tmp_path / f"best_ensemble_model_{i}.pt", seed=i) for i in (1, 2, 4)}
-    with caplog.at_level(logging.WARNING, logger="vidclass.ensemble"):
+    with caplog.at_level(logging.WARNING, logger="vidclass.model.ensemble"):
         ens = Ensemble.load(tmp_path, device="cpu")
     assert "best_ensemble_model_3.pt" in caplog.text
     assert len(ens.members) == 3

@@ -7,8 +7,8 @@ import h5py
 import numpy as np
 import pytest
 
-from vidclass.feature_store import FeatureStore, FeatureStoreWriter
-from vidclass.pipeline import ORIGINAL_PIPELINE, Pipeline, PipelineMismatch
+from vidclass.features.store import FeatureStore, FeatureStoreWriter
+from vidclass.features.pipeline import ORIGINAL_PIPELINE, Pipeline, PipelineMismatch
 
 from original_layout import MAPPING, write_original_features
 

@@ -4,10 +4,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vidclass.backbone import default_pipeline, load_backbone
-from vidclass.content_stats import CONTENT_STATS_DIM, FEATURE_NAMES, GROUP_NAME, compute_content_stats
-from vidclass.features import FeatureExtractor, scale_indices, temporal_multiscale
-from vidclass.frames import VideoError, sample_frames
+from vidclass.features.backbone import default_pipeline, load_backbone
+from vidclass.features.content_stats import CONTENT_STATS_DIM, FEATURE_NAMES, GROUP_NAME, compute_content_stats
+from vidclass.features.extract import FeatureExtractor, scale_indices, temporal_multiscale
+from vidclass.media.frames import VideoError, sample_frames
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

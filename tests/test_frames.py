@@ -6,7 +6,7 @@ import av
 import numpy as np
 import pytest
 
-from vidclass.frames import VideoError, probe, sample_frames
+from vidclass.media.frames import VideoError, probe, sample_frames
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CLIPS = sorted(FIXTURES.glob("*.mp4"))
@@ -228,7 +228,7 @@ def _one_frame_video(path, frames=1):
 def test_still_images_are_refused_as_not_a_video(tmp_path):
     from PIL import Image
 
-    from vidclass.frames import NotAVideo
+    from vidclass.media.frames import NotAVideo
 
     jpeg = tmp_path / "photo.mp4"                         # a JPEG renamed .mp4
     Image.fromarray(np.full((48, 64, 3), 128, np.uint8)).save(jpeg, "JPEG")
@@ -244,7 +244,7 @@ def test_still_images_are_refused_as_not_a_video(tmp_path):
 
 
 def test_check_duration_applies_max_seconds(tmp_path):
-    from vidclass.frames import TooLong, check_duration
+    from vidclass.media.frames import TooLong, check_duration
 
     clip = FIXTURES / "gaming_supertux_4.mp4"
     assert check_duration(clip, 3600) > 0

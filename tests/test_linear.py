@@ -9,14 +9,14 @@ import pytest
 import torch
 
 from vidclass import CLASS_NAMES
-from vidclass.backbone import shipped_pipeline
-from vidclass.crossval import calibration, ensemble_probs, fit_temperature, folds
-from vidclass.dataset import extract_dataset
-from vidclass.ensemble import Ensemble
-from vidclass.linear import fit_logistic, fit_member, pool_clips, source_weights
-from vidclass.model import load_checkpoint, save_checkpoint
-from vidclass.taxonomy import taxonomy_subcategory
-from vidclass.train import TrainConfig, train_ensemble
+from vidclass.features.backbone import shipped_pipeline
+from vidclass.training.crossval import calibration, ensemble_probs, fit_temperature, folds
+from vidclass.training.dataset import extract_dataset
+from vidclass.model.ensemble import Ensemble
+from vidclass.training.linear_fit import fit_logistic, fit_member, pool_clips, source_weights
+from vidclass.model.checkpoint import load_checkpoint, save_checkpoint
+from vidclass.model.taxonomy import taxonomy_subcategory
+from vidclass.training.train import TrainConfig, train_ensemble
 
 from test_dataset import FIXTURE_LABELS, labelled_folder
 
@@ -116,7 +116,7 @@ def test_shipped_recipe_end_to_end_on_real_clips(tmp_path):
     assert ensemble.members[0].config["temperature"] == pytest.approx(report["temperature"])
     assert manifest["thresholds"]["uncertain_below"] == cfg.uncertain_below
     # Fitted on all four clips, it must tell them apart.
-    from vidclass.feature_store import FeatureStore
+    from vidclass.features.store import FeatureStore
     data = FeatureStore(features / "train_features.h5").read_all()
     pred = ensemble.predict(data["features"], data["num_frames"])
     assert (pred.labels == data["labels"]).all()

@@ -4,9 +4,10 @@ import pytest
 import torch
 
 from vidclass import CLASS_NAMES
-from vidclass.model import (CheckpointError, PooledLinearModel, SuperEnhancedTemporalModel,
-                            build_model, load_checkpoint, save_checkpoint)
-from vidclass.pipeline import ORIGINAL_PIPELINE, Pipeline
+from vidclass.model.bilstm import SuperEnhancedTemporalModel
+from vidclass.model.checkpoint import CheckpointError, build_model, load_checkpoint, save_checkpoint
+from vidclass.model.pooled_linear import PooledLinearModel
+from vidclass.features.pipeline import ORIGINAL_PIPELINE, Pipeline
 
 torch.set_num_threads(1)
 
@@ -146,7 +147,7 @@ def test_heads_must_divide_width():
 def test_input_norm_buffers_travel_with_the_weights(tmp_path):
     import torch
 
-    from vidclass.model import build_model, save_checkpoint
+    from vidclass.model.checkpoint import build_model, save_checkpoint
 
     config = {"feature_dim": 6, "hidden_dim": 8, "num_lstm_layers": 1, "num_attention_heads": 2,
               "input_norm": True}

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from vidclass.feature_store import FeatureStoreWriter
-from vidclass.name_index import (IndexEntry, TestSet, UnknownVideo, build_name_index,
+from vidclass.features.store import FeatureStoreWriter
+from vidclass.model.name_index import (IndexEntry, TestSet, UnknownVideo, build_name_index,
                                  write_processed_index)
-from vidclass.pipeline import Pipeline
+from vidclass.features.pipeline import Pipeline
 
 from original_layout import MAPPING, write_original_features
 

@@ -1,4 +1,4 @@
-"""vidclass.netguard: the connect-time private-address guard, per address class and per bypass.
+"""vidclass.media.netguard: the connect-time private-address guard, per address class and per bypass.
 
 The bypasses are real requests against servers on 127.0.0.1: the guarded side is told to allow
 one server's port (ALLOWED_PRIVATE_NETWORKS=127.0.0.1:<port>) and must refuse every other.
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from vidclass import netguard
-from vidclass.download import DownloadError, fetch
+from vidclass.media import netguard
+from vidclass.media.download import DownloadError, fetch
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CLIP = FIXTURES / "gaming_supertux_4.mp4"

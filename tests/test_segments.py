@@ -1,4 +1,4 @@
-"""The per-segment timeline (vidclass/segments.py): shot rules on synthetic input, and a video
+"""The per-segment timeline (vidclass/model/timeline.py): shot rules on synthetic input, and a video
 concatenated from corpus clips of four classes segmented and classified with the shipped model."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vidclass.segments import SegmentOptions, _shots, detect_cuts, format_table
+from vidclass.model.timeline import SegmentOptions, _shots, detect_cuts, format_table
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = Path(os.environ.get("VIDCLASS_CORPUS", REPO.parent / "shared" / "corpus"))
@@ -75,7 +75,7 @@ def mixed_video(tmp_path_factory):
 def classifier():
     import torch
 
-    from vidclass.classify import Classifier
+    from vidclass.model.classify import Classifier
 
     torch.set_num_threads(2)
     return Classifier(device="cpu")
@@ -142,7 +142,7 @@ def test_cli_prints_a_table_and_json(mixed_video, tmp_path):
 
 
 def test_job_options_decide_the_timeline(monkeypatch):
-    from worker.tasks import segment_options
+    from worker.segment_pass import segment_options
 
     clip = REPO / "tests" / "fixtures" / "gaming_supertux_4.mp4"     # a few seconds long
     assert segment_options({}, clip) is None                         # auto: shorter than 60 s

@@ -48,7 +48,7 @@ def test_a_busy_port_is_refused_before_anything_starts(tmp_path):
 def test_export_labels_writes_corrected_uploads_as_a_labelled_set(tmp_path):
     from db import session
     from db.models import Job, new_id, utcnow
-    from vidclass.dataset import list_clips
+    from vidclass.training.dataset import list_clips
 
     url = f"sqlite:///{tmp_path / 'labels.db'}"
     env = kit.service_env(tmp_path, "", url, tmp_path / "m", tmp_path / "f")

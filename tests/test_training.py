@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from vidclass import CLASS_NAMES
-from vidclass.backbone import LITE0_STAGES, default_pipeline
-from vidclass.dataset import extract_dataset
-from vidclass.ensemble import Ensemble
-from vidclass.evaluate import evaluate, tta_views
-from vidclass.model import load_checkpoint
-from vidclass.train import TrainConfig, train_ensemble
+from vidclass.features.backbone import LITE0_STAGES, default_pipeline
+from vidclass.training.dataset import extract_dataset
+from vidclass.model.ensemble import Ensemble
+from vidclass.training.evaluate import evaluate, tta_views
+from vidclass.model.checkpoint import load_checkpoint
+from vidclass.training.train import TrainConfig, train_ensemble
 
 from test_dataset import FIXTURE_LABELS, labelled_folder
 
@@ -72,7 +72,7 @@ def test_tta_views_keep_only_valid_steps():
 
 
 def test_subcategory_is_picked_within_the_predicted_class():
-    from vidclass.ensemble import pick_subcategory
+    from vidclass.model.ensemble import pick_subcategory
 
     names = ["Animation/stills_motion", "Gaming/racing", "Gaming/stills_motion"]
     probs = np.array([0.5, 0.3, 0.2])

@@ -74,7 +74,7 @@ def test_reconciler_requeues_dead_and_lost_jobs_only(env):
 
 
 def test_claim_rules(env):
-    from worker.tasks import claim
+    from worker.job_run import claim
 
     now = utcnow()
     queued = _add(status="queued", attempts=0)
@@ -167,7 +167,7 @@ def test_jobs_are_published_to_the_queue_of_their_stage(env, tmp_path):
 
 
 def test_claim_drops_a_message_for_the_other_stage(env, tmp_path):
-    from worker.tasks import claim
+    from worker.job_run import claim
 
     fresh = _add(status="queued")
     assert claim(fresh, "t1", stage="classify") is None            # not downloaded yet

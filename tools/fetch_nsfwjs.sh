@@ -1,5 +1,5 @@
 #!/bin/sh
-# Install nsfwjs's MobileNetV2 model files (vidclass/drawing_net.py) from the npm registry, at
+# Install nsfwjs's MobileNetV2 model files (vidclass/features/drawing_net.py) from the npm registry, at
 # install time only: `make venv` and the Dockerfile call this; nothing downloads at run time.
 #
 #   sh tools/fetch_nsfwjs.sh DEST VERSION INTEGRITY
@@ -19,7 +19,7 @@ if [ -f "$stamp" ] && [ -f "$dest/mobilenet_v2/model.min.js" ] &&
 fi
 if ! command -v npm >/dev/null 2>&1 || ! command -v node >/dev/null 2>&1; then
   echo "error: npm and node are needed once, at install time, to fetch the nsfwjs@$version model" >&2
-  echo "  files (vidclass/drawing_net.py): install Node.js (Debian: apt-get install npm) and rerun" >&2
+  echo "  files (vidclass/features/drawing_net.py): install Node.js (Debian: apt-get install npm) and rerun" >&2
   echo "  'make venv', or copy dist/models/mobilenet_v2 of that npm package somewhere and set" >&2
   echo "  VIDCLASS_NSFWJS_DIR to it." >&2
   exit 1

@@ -1,6 +1,6 @@
 """Regenerate tests/fixtures/nsfwjs_reference.json (+ the frames it was computed on, as PNG).
 
-Frames come from the fixture clips via vidclass.frames.sample_frames and are stored losslessly, so
+Frames come from the fixture clips via vidclass.media.frames.sample_frames and are stored losslessly, so
 the test compares the torch port with TF.js on the very same pixels whatever the decoder does.
 TF.js runs in Node (tools/nsfwjs_reference.mjs, needs a scratch npm folder, see its header):
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 
 from vidclass import drawing_net
-from vidclass.frames import sample_frames
+from vidclass.media.frames import sample_frames
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"

@@ -26,7 +26,7 @@ def _add_asset_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _classifier(args):
-    from .classify import Classifier
+    from vidclass.model.classify import Classifier
     return Classifier(models_dir=args.models_dir, features_dir=args.features_dir,
                       processed_dir=args.processed_dir)
 
@@ -71,7 +71,7 @@ def cmd_classify(args) -> int:
         else:
             _print_result(result)
             if result.get("segments"):
-                from .segments import format_table
+                from vidclass.model.timeline import format_table
 
                 mixed = "mixed, " if result.get("mixed") else ""
                 shares = ", ".join(f"{k} {v:.0%}" for k, v in sorted(
@@ -84,17 +84,19 @@ def cmd_classify(args) -> int:
 
 
 def _segment_options(args):
-    """SegmentOptions from db.settings (the service's defaults), then the command's flags."""
+    """SegmentOptions: its defaults, the service's SEGMENT_* environment variables (db/settings.py
+    documents them; read here directly, as the core never imports the service), then the flags."""
     if not getattr(args, "segments", False):
         return None
-    from db import settings
+    from dataclasses import fields
 
-    from .segments import SegmentOptions
+    from vidclass.model.timeline import SegmentOptions
 
-    return SegmentOptions(min_segment_s=settings.get("SEGMENT_MIN_S"), max_segment_s=settings.get("SEGMENT_MAX_S"),
-                          max_frames=settings.get("SEGMENT_MAX_FRAMES"),
-                          mixed_share=settings.get("SEGMENT_MIXED_SHARE")).with_(
-        min_segment_s=args.min_segment)
+    env = {"min_segment_s": "SEGMENT_MIN_S", "max_segment_s": "SEGMENT_MAX_S",
+           "max_frames": "SEGMENT_MAX_FRAMES", "mixed_share": "SEGMENT_MIXED_SHARE"}
+    kinds = {f.name: type(f.default) for f in fields(SegmentOptions)}
+    from_env = {k: kinds[k](os.environ[v]) for k, v in env.items() if os.environ.get(v)}
+    return SegmentOptions(**from_env).with_(min_segment_s=args.min_segment)
 
 
 def cmd_videos(args) -> int:
@@ -156,10 +158,10 @@ def cmd_interactive(args) -> int:
 
 
 def cmd_extract(args) -> int:
-    from .backbone import LITE0, LITE0_STAGES, default_pipeline, shipped_pipeline
-    from .dataset import extract_dataset
-    from .name_index import write_processed_index
-    from .pipeline import CONTENT_STATS
+    from vidclass.features.backbone import LITE0, LITE0_STAGES, default_pipeline, shipped_pipeline
+    from vidclass.training.dataset import extract_dataset
+    from vidclass.model.name_index import write_processed_index
+    from vidclass.features.pipeline import CONTENT_STATS
 
     if args.pipeline == "enhanced":
         pipeline = shipped_pipeline()
@@ -191,8 +193,8 @@ def cmd_extract(args) -> int:
 def cmd_train(args) -> int:
     from dataclasses import fields
 
-    from . import paths
-    from .train import TrainConfig, train_ensemble
+    from vidclass import paths
+    from vidclass.training.train import TrainConfig, train_ensemble
 
     # Flags left unset keep TrainConfig's defaults: one place holds the recipe.
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
@@ -219,11 +221,11 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from . import paths
-    from .ensemble import Ensemble
-    from .evaluate import evaluate
+    from vidclass import paths
+    from vidclass.model.ensemble import Ensemble
+    from vidclass.training.evaluate import evaluate
 
-    from .name_index import test_features_path
+    from vidclass.model.name_index import test_features_path
 
     features = Path(args.features) if args.features else test_features_path(args.features_dir)
     ensemble = Ensemble.load(paths.models_dir(args.models_dir))

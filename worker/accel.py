@@ -47,7 +47,7 @@ def ort_cuda_available() -> bool:
 
 def gpu_backbone(pipeline, device: str, batch_size: int | None = None):
     """A backbone on the GPU for this pipeline: ONNX Runtime CUDA if installed, else torch CUDA."""
-    from vidclass import backbone as bb
+    from vidclass.features import backbone as bb
 
     batch_size = batch_size or settings.get("GPU_BATCH_SIZE")
     index = int(device.split(":", 1)[1]) if ":" in device else 0
@@ -60,7 +60,7 @@ def gpu_backbone(pipeline, device: str, batch_size: int | None = None):
 
 
 def _base():
-    from vidclass.backbone import Backbone
+    from vidclass.features.backbone import Backbone
 
     return Backbone
 
@@ -72,7 +72,7 @@ class _TorchCuda(_base()):
         super().__init__(pipeline, batch_size)
         import torch
 
-        from vidclass.backbone import _build_module
+        from vidclass.features.backbone import _build_module
 
         self.device = torch.device(device)
         self.module = _build_module(pipeline).to(self.device).eval()
@@ -92,7 +92,7 @@ class _OrtCuda(_base()):
         super().__init__(pipeline, batch_size)
         import onnxruntime as ort
 
-        from vidclass.backbone import export_onnx
+        from vidclass.features.backbone import export_onnx
 
         path = export_onnx(pipeline)
         opts = ort.SessionOptions()

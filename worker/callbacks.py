@@ -77,8 +77,8 @@ def post(url: str, job_id: str, body: bytes) -> tuple[bool, bool, str]:
     """
     import requests
 
-    from vidclass import netguard
-    from vidclass.download import network_error
+    from vidclass.media import netguard
+    from vidclass.media.download import network_error
 
     headers = {"Content-Type": "application/json", "X-Vidclass-Job": job_id}
     secret = settings.get("CALLBACK_SECRET")

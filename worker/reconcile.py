@@ -11,7 +11,7 @@ Every RECONCILE_INTERVAL_S it re-publishes
   * queued jobs not picked up for QUEUED_STALE_S (any other lost message).
 Each job is published to the queue of the stage its row says (worker.enqueue.stage_of): a URL job
 without its file to `download`, everything else to `classify`; so a worker that dies in either
-stage, or between them, loses nothing. A duplicate message is harmless: worker.tasks.claim() lets
+stage, or between them, loses nothing. A duplicate message is harmless: worker.job_run.claim() lets
 only one run own a job, and drops a message for the stage the job is not at.
 It also deletes the uploads of failed and cancelled jobs that ended more than UPLOAD_RETENTION_H
 ago (kept until then for a retry), and the downloaded videos of URL jobs cancelled between stages.

@@ -37,12 +37,11 @@ import os
 import re
 import sys
 import threading
-import warnings
 from pathlib import Path
 
 import numpy as np
 
-from .backbone import BackboneError, export_once, source_digest
+from vidclass.features.backbone import BackboneError, export_once, source_digest
 
 NSFWJS_VERSION = "4.3.0"
 CLASSES = ("Drawing", "Hentai", "Neutral", "Porn", "Sexy")
@@ -388,7 +387,7 @@ def build_module(folder: Path | None = None):
 
 
 def onnx_path(folder: Path | None = None) -> Path:
-    from .backbone import cache_dir
+    from vidclass.features.backbone import cache_dir
 
     # Keyed by the weights and by the code that builds the module, so an edit to either is
     # exported anew and a stale export is never reused.

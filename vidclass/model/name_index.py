@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from vidclass import paths
-from vidclass.feature_store import FeatureStore
+from vidclass.features.store import FeatureStore
 
 log = logging.getLogger(__name__)
 

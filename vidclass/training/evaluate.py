@@ -7,11 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .ensemble import Ensemble, pick_subcategory
-from .feature_store import FeatureStore
-from .metrics import accuracy, classification_report
-from .pipeline import check_compatible
-from .train import qualified_subcategories
+from vidclass.model.ensemble import Ensemble, pick_subcategory
+from vidclass.features.store import FeatureStore
+from vidclass.model.metrics import accuracy, classification_report
+from vidclass.features.pipeline import check_compatible
+from vidclass.model.taxonomy import qualified_subcategories
+from vidclass.training.reports import plot_confusion
 
 
 def tta_views(x: np.ndarray, lengths: np.ndarray):
@@ -81,25 +82,3 @@ def evaluate(ensemble: Ensemble, features_path: str | Path, out_dir: str | Path 
         plot_confusion(result["plain"]["confusion_matrix"], class_names, out_dir / "confusion_matrix.png",
                        title=f"accuracy {result['plain']['accuracy']:.1%} ({result['num_videos']} videos)")
     return result
-
-
-def plot_confusion(cm, class_names, path, title=""):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cm = np.asarray(cm)
-    fig, ax = plt.subplots(figsize=(5.5, 4.8), dpi=110)
-    ax.imshow(cm, cmap="Blues")
-    ax.set_xticks(range(len(class_names)), class_names, rotation=30, ha="right")
-    ax.set_yticks(range(len(class_names)), class_names)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    for i in range(cm.shape[0]):
-        for j in range(cm.shape[1]):
-            ax.text(j, i, str(cm[i, j]), ha="center", va="center",
-                    color="white" if cm[i, j] > cm.max() / 2 else "black")
-    ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)

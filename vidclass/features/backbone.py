@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .pipeline import Pipeline
+from vidclass.features.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def weights_sha256() -> str:
 def default_pipeline(extras: tuple[str, ...] = (), backbone: str = LITE0, **changes) -> Pipeline:
     """A vidclass pipeline: Lite0 weights, 224px, mean=std=0.5, 64 frames, original scales unless
     `changes` say otherwise; `backbone` one of LITE0_BACKBONES, `extras` names of EXTRA_DIMS."""
-    from .pipeline import EXTRA_DIMS
+    from vidclass.features.pipeline import EXTRA_DIMS
 
     if backbone not in LITE0_BACKBONES:
         raise ValueError(f"unknown Lite0 backbone {backbone!r}; known: {', '.join(LITE0_BACKBONES)}")
@@ -122,7 +122,7 @@ def shipped_pipeline() -> Pipeline:
     giving stage statistics and pooled features, content statistics and the drawing net, on 32
     frames without temporal multi-scale averaging (the model pools mean and std over time).
     Chosen by cross-validation over the corpus's sources (reports/crossval.json, README)."""
-    from .pipeline import CONTENT_STATS, DRAWING_NET
+    from vidclass.features.pipeline import CONTENT_STATS, DRAWING_NET
 
     return default_pipeline(extras=(CONTENT_STATS, DRAWING_NET), backbone=LITE0_STAGES_POOLED,
                             num_frames=32, scales=())

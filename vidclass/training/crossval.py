@@ -1,7 +1,7 @@
 """Cross-validation by source: what the shipped recipe scores on sources it never saw.
 
-Every source family (vidclass.dataset.source_family) with evaluable clips is held out in turn
-(leave-one-source-out, or grouped k-fold), the recipe of vidclass.linear is fitted on every other
+Every source family (vidclass.training.dataset.source_family) with evaluable clips is held out in turn
+(leave-one-source-out, or grouped k-fold), the recipe of vidclass.training.linear_fit is fitted on every other
 family, and the held-out clips are predicted. `stills_motion` clips (synthetic motion over real
 pictures) are trained on but never scored. Scores count every source equally: a source's
 accuracy is the mean over its clips, and the headline accuracy and each class's recall are means
@@ -19,7 +19,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from .linear import fit_ensemble, member_logits, member_subcategory_probs
+from vidclass.training.linear_fit import fit_ensemble, member_logits, member_subcategory_probs
 
 TRAINING_ONLY = "stills_motion"
 TEMPERATURES = np.exp(np.linspace(np.log(0.2), np.log(10.0), 121))
@@ -89,7 +89,7 @@ def source_scores(pred, labels, families, class_names) -> dict:
 
 def training_rows(data, clips) -> tuple[np.ndarray, np.ndarray, list, list | None]:
     """(pooled, labels, families, subcategories) of the clips selected by the mask `clips`, then
-    of their sub-clip views (data["views"], data["view_of"]: vidclass.linear.subclip_views)."""
+    of their sub-clip views (data["views"], data["view_of"]: vidclass.training.linear_fit.subclip_views)."""
     idx = np.where(clips)[0]
     if data.get("views") is not None and len(data["views"]):
         view_rows = np.where(clips[data["view_of"]])[0]

@@ -18,9 +18,9 @@ ORIGINAL_SCALES = (1.0, 0.85, 1.15)
 
 # Width of each per-frame feature group a pipeline can add after the backbone's columns.
 CONTENT_STATS = "content_stats_v1"
-DRAWING_NET = "nsfwjs-4.3.0_mobilenet_v2"    # vidclass.drawing_net: dense_2 (128) + 5 probabilities
+DRAWING_NET = "nsfwjs-4.3.0_mobilenet_v2"    # vidclass.features.drawing_net: dense_2 (128) + 5 probabilities
 EXTRA_DIMS = {CONTENT_STATS: 25, DRAWING_NET: 133}
-# Backbones whose columns are several blocks of different kinds (vidclass.linear scales each
+# Backbones whose columns are several blocks of different kinds (vidclass.training.linear_fit scales each
 # block to an equal share of the variance); any other backbone is one block.
 BACKBONE_BLOCKS = {"efficientnet-lite0-stages+pooled": (("lite0_stages", 1536), ("lite0_pooled", 1280))}
 
@@ -38,7 +38,7 @@ class PipelineMismatch(ValueError):
 class Pipeline:
     backbone: str = "efficientnet-lite0"
     weights_sha256: str = ""          # checksum of the backbone weights file ("" = unknown)
-    # What the backbone module computes with those weights (vidclass.backbone.LITE0_REVISION);
+    # What the backbone module computes with those weights (vidclass.features.backbone.LITE0_REVISION);
     # 0 = not recorded, i.e. made before revisions were (for Lite0: the Swish-activated net).
     backbone_revision: int = 0
     input_size: int = 224

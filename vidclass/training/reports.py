@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from . import CLASS_NAMES
-from .evaluate import plot_confusion
+import numpy as np
+
+from vidclass import CLASS_NAMES
 
 
 def _pyplot():
@@ -14,6 +15,25 @@ def _pyplot():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
+
+
+def plot_confusion(cm, class_names, path, title=""):
+    plt = _pyplot()
+    cm = np.asarray(cm)
+    fig, ax = plt.subplots(figsize=(5.5, 4.8), dpi=110)
+    ax.imshow(cm, cmap="Blues")
+    ax.set_xticks(range(len(class_names)), class_names, rotation=30, ha="right")
+    ax.set_yticks(range(len(class_names)), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(cm.shape[0]):
+        for j in range(cm.shape[1]):
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center",
+                    color="white" if cm[i, j] > cm.max() / 2 else "black")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def plot_reliability(calibration: dict, path: Path, title: str = "") -> None:

@@ -19,8 +19,8 @@ from typing import Callable
 
 import numpy as np
 
-from .frames import sample_frames
-from .pipeline import CONTENT_STATS, Pipeline
+from vidclass.media.frames import sample_frames
+from vidclass.features.pipeline import CONTENT_STATS, Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class VideoFeatures:
     frames: np.ndarray            # uint8 [F, H, W, 3] RGB, the sampled frames
     timings: dict = field(default_factory=dict)   # sample_s, features_s
     # The per-frame vectors [F, D] before temporal multi-scale, and each frame's time in seconds
-    # (None when unknown): vidclass.segments reuses them for the timeline.
+    # (None when unknown): vidclass.model.timeline reuses them for the timeline.
     per_frame: np.ndarray | None = None
     times: np.ndarray | None = None
 
@@ -75,8 +75,8 @@ class FeatureExtractor:
     """Features of a video file exactly as the pipeline describes them."""
 
     def __init__(self, pipeline: Pipeline, runtime: str = "auto", backbone=None):
-        from .backbone import load_backbone
-        from .pipeline import CONTENT_STATS, DRAWING_NET, EXTRA_DIMS
+        from vidclass.features.backbone import load_backbone
+        from vidclass.features.pipeline import CONTENT_STATS, DRAWING_NET, EXTRA_DIMS
 
         self.pipeline = pipeline
         unknown = [e for e in pipeline.extras if e not in EXTRA_DIMS]
@@ -89,7 +89,7 @@ class FeatureExtractor:
         self.use_stats = CONTENT_STATS in pipeline.extras
         self.drawing_net = None
         if DRAWING_NET in pipeline.extras:
-            from .drawing_net import load_drawing_net
+            from vidclass.features.drawing_net import load_drawing_net
             self.drawing_net = load_drawing_net(runtime if runtime in ("torch", "onnx") else "auto")
 
     @property
@@ -126,7 +126,7 @@ class FeatureExtractor:
         vecs = [self.backbone.extract(frames, progress=stage_progress(0))]
         for extra in self.pipeline.extras:      # in the pipeline's column order
             if extra == CONTENT_STATS:
-                from .content_stats import compute_content_stats
+                from vidclass.features.content_stats import compute_content_stats
                 vecs.append(compute_content_stats(frames, next_frames))
             else:
                 vecs.append(self.drawing_net.extract(frames, progress=stage_progress(1)))

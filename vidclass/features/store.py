@@ -17,7 +17,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from vidclass.pipeline import ORIGINAL_PIPELINE, Pipeline, PipelineMismatch
+from vidclass.features.pipeline import ORIGINAL_PIPELINE, Pipeline, PipelineMismatch
 
 _STR = h5py.string_dtype("utf-8")
 _STRING_COLUMNS = ("video_names", "subcategories", "groups", "origins")

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 
 from vidclass import paths
-from vidclass.model import LoadedModel, load_checkpoint
-from vidclass.pipeline import Pipeline, check_compatible
-from vidclass.taxonomy import UNKNOWN
+from vidclass.model.checkpoint import LoadedModel, load_checkpoint
+from vidclass.features.pipeline import Pipeline, check_compatible
+from vidclass.model.taxonomy import UNKNOWN
 
 log = logging.getLogger(__name__)
 

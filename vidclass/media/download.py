@@ -18,7 +18,7 @@ from urllib.parse import urljoin, urlsplit
 import requests
 import urllib3
 
-from . import netguard
+from vidclass.media import netguard
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def fetch(url: str, dest_dir: str | Path, *, max_bytes: int = 500 << 20, max_sec
     """Download `url` into `dest_dir` and return the file's path.
 
     progress: optional callable(fraction 0..1) called while bytes arrive (also a heartbeat).
-    block_private: refuse connections to non-public addresses (vidclass.netguard), on the
+    block_private: refuse connections to non-public addresses (vidclass.media.netguard), on the
     resolved address of every connection: each redirect hop and every request yt-dlp makes.
     allowed_private: ALLOWED_PRIVATE_NETWORKS, exceptions to block_private.
     deadline_s: total time for the whole download, retries included (download_timeout after).
@@ -263,7 +263,7 @@ def _stream(response, dest_dir: Path, ext: str, max_bytes: int, progress, url: s
 
 def _check_duration(path: Path, max_seconds: float) -> None:
     """Refuse a direct download longer than max_seconds (yt-dlp checks before downloading)."""
-    from .frames import TooLong, check_duration
+    from vidclass.media.frames import TooLong, check_duration
 
     try:
         check_duration(path, max_seconds)

@@ -1,7 +1,7 @@
 """Train an ensemble of models on extracted features.
 
 Two recipes, by TrainConfig.arch / pooling:
-- the shipped one, arch "pooled" with pooling "mean_std" (vidclass.linear, vidclass.crossval): a
+- the shipped one, arch "pooled" with pooling "mean_std" (vidclass.training.linear_fit, vidclass.training.crossval): a
   source-weighted logistic regression on each clip's per-feature mean and std over time, fitted on
   every clip of every split, with its accuracy, calibration and learning curve measured by
   leave-one-source-out cross-validation and written to reports/ (train_linear below);
@@ -27,11 +27,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import CLASS_NAMES
-from .feature_store import FeatureStore
-from .metrics import classification_report
-from .model import build_model, save_checkpoint
-from .pipeline import check_compatible
+from vidclass import CLASS_NAMES
+from vidclass.features.store import FeatureStore
+from vidclass.model.metrics import classification_report
+from vidclass.model.taxonomy import qualified_subcategories
+from vidclass.model.checkpoint import build_model, save_checkpoint
+from vidclass.features.pipeline import check_compatible
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ class TrainConfig:
     # "pooled" (PooledLinearModel, the shipped default: it generalises best to unseen sources on
     # the corpus) or "temporal" (the original BiLSTM + attention model, sized below).
     arch: str = "pooled"
-    # PooledLinearModel pooling: "mean_std" (the shipped recipe: vidclass.linear, fitted on all
+    # PooledLinearModel pooling: "mean_std" (the shipped recipe: vidclass.training.linear_fit, fitted on all
     # splits, scored by cross-validation) or "mean" (the previous release's SGD recipe below).
     pooling: str = "mean_std"
     # Shipped recipe: L2 strength of the logistic regression on block-scaled inputs; the share of
@@ -78,7 +79,7 @@ class TrainConfig:
     cv_folds: int = 20
     curve_repeats: int = 2
     # Sub-clip views added to the training rows: per clip, `views` pooled random `view_share`s of
-    # its frames (vidclass.linear.subclip_views); 0 = clips only.
+    # its frames (vidclass.training.linear_fit.subclip_views); 0 = clips only.
     views: int = 4
     view_share: float = 0.25
     uncertain_below: float = 0.6            # `uncertain: true` under this top-class confidence
@@ -117,11 +118,6 @@ def load_split(path: str | Path) -> tuple[SplitData, object]:
                      names=list(data.get("video_names") or []),
                      groups=list(data.get("groups") or []),
                      origins=list(data.get("origins") or [""] * len(data["labels"]))), store.pipeline
-
-
-def qualified_subcategories(labels, subcategories) -> list[str]:
-    """"Category/subcategory": one folder name (e.g. stills_motion) can occur in several classes."""
-    return [f"{CLASS_NAMES[int(y)]}/{s}" for y, s in zip(labels, subcategories)]
 
 
 def focal_loss(logits, targets, class_weights, gamma: float, smoothing: float):
@@ -348,12 +344,12 @@ def train_linear(features_dir: Path, out_dir: Path, cfg: TrainConfig, reports_di
                  show_progress: bool = True) -> dict:
     """The shipped recipe: cross-validate on every clip of every split, calibrate on the
     out-of-fold predictions, then fit the shipped members on everything."""
-    from .crossval import calibration, ensemble_probs, fit_temperature, learning_curve, \
+    from vidclass.training.crossval import calibration, ensemble_probs, fit_temperature, learning_curve, \
         nested_calibrated_probs, out_of_fold, source_scores, training_rows
-    from .dataset import source_family
-    from .ensemble import pick_subcategory
-    from .linear import fit_ensemble, pool_clips, subclip_views
-    from .taxonomy import taxonomy_subcategory
+    from vidclass.training.dataset import source_family
+    from vidclass.model.ensemble import pick_subcategory
+    from vidclass.training.linear_fit import fit_ensemble, pool_clips, subclip_views
+    from vidclass.model.taxonomy import taxonomy_subcategory
 
     paths = [p for p in (_find_split(features_dir, s, required=s == "train") for s in ("train", "val", "test")) if p]
     data, pipeline = load_split(paths[0])
@@ -455,7 +451,7 @@ def train_linear(features_dir: Path, out_dir: Path, cfg: TrainConfig, reports_di
     }
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
     if reports_dir:
-        from .reports import write_crossval_report
+        from vidclass.training.reports import write_crossval_report
         write_crossval_report(report, Path(reports_dir))
     manifest["report"] = report
     return manifest

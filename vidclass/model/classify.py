@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from vidclass.ensemble import Ensemble
-from vidclass.name_index import TestSet, UnknownVideo
-from vidclass.pipeline import check_compatible
+from vidclass.model.ensemble import Ensemble
+from vidclass.model.name_index import TestSet, UnknownVideo
+from vidclass.features.pipeline import check_compatible
 
 
 def is_url(target) -> bool:
@@ -64,7 +64,7 @@ class Classifier:
         with self._lock:
             if sampling not in self._extractors:
                 # Imported here: features pulls in the backbone, which name-only use does not need.
-                from vidclass.features import FeatureExtractor
+                from vidclass.features.extract import FeatureExtractor
                 shared = next(iter(self._extractors.values()), None)
                 self._extractors[sampling] = FeatureExtractor(
                     pipeline.with_(sampling=sampling),
@@ -113,8 +113,8 @@ class Classifier:
         return result
 
     def timeline(self, path, video=None, options=None, progress=None):
-        """vidclass.segments.segment_video with this classifier's extractor and ensemble."""
-        from vidclass.segments import segment_video
+        """vidclass.model.timeline.segment_video with this classifier's extractor and ensemble."""
+        from vidclass.model.timeline import segment_video
 
         return segment_video(path, self.extractor, self.ensemble, video=video, options=options,
                              progress=progress)
@@ -122,10 +122,10 @@ class Classifier:
     def classify_file(self, path: str | os.PathLike, progress=None, exact: bool = False,
                       target: str | None = None, segments: bool = False,
                       segment_options=None) -> dict:
-        """Classify a local video file; vidclass.frames.VideoError for unreadable videos.
+        """Classify a local video file; vidclass.media.frames.VideoError for unreadable videos.
 
         progress: optional callable(stage, fraction) for the sampling/features/classify stages.
-        segments=True adds the per-segment timeline (vidclass.segments.apply_timeline: the label
+        segments=True adds the per-segment timeline (vidclass.model.timeline.apply_timeline: the label
         becomes the duration-weighted one, `segments` and `mixed` are added).
         """
         started = time.perf_counter()
@@ -138,7 +138,7 @@ class Classifier:
         result = self.classify_features(target or str(path), video.features, video.length, started,
                               dict(video.timings))
         if segments:
-            from vidclass.segments import apply_timeline
+            from vidclass.model.timeline import apply_timeline
 
             result = apply_timeline(result, self.timeline(path, video, segment_options, progress))
             result["elapsed_s"] = round(time.perf_counter() - started, 4)
@@ -148,8 +148,8 @@ class Classifier:
 
     def classify_url(self, url: str, progress=None, exact: bool = False, segments: bool = False,
                      segment_options=None, **fetch_caps) -> dict:
-        """Download to a temporary folder (vidclass.download.fetch; DownloadError) and classify."""
-        from vidclass.download import fetch
+        """Download to a temporary folder (vidclass.media.download.fetch; DownloadError) and classify."""
+        from vidclass.media.download import fetch
 
         started = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="vidclass-url-") as tmp:
@@ -185,7 +185,7 @@ class Classifier:
 
     def test_accuracy(self) -> dict:
         """Batch accuracy over the whole test set (the original CLI's test mode)."""
-        from vidclass.metrics import accuracy, classification_report
+        from vidclass.model.metrics import accuracy, classification_report
 
         test_set = self._check_test_set()
         ensemble = self.ensemble

@@ -16,8 +16,8 @@ from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from . import CLASS_NAMES
-from .pipeline import Pipeline
+from vidclass import CLASS_NAMES
+from vidclass.features.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -169,10 +169,10 @@ def extract_dataset(data_dir, out_dir, pipeline: Pipeline | None = None, manifes
     already there, so a crash half-way loses no finished work."""
     from tqdm import tqdm
 
-    from .backbone import default_pipeline
-    from .feature_store import FeatureStoreWriter
-    from .features import FeatureExtractor
-    from .frames import VideoError
+    from vidclass.features.backbone import default_pipeline
+    from vidclass.features.store import FeatureStoreWriter
+    from vidclass.features.extract import FeatureExtractor
+    from vidclass.media.frames import VideoError
 
     pipeline = pipeline or default_pipeline()
     out_dir = Path(out_dir)

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .features import temporal_multiscale
-from .frames import probe, sample_times
+from vidclass.features.extract import temporal_multiscale
+from vidclass.media.frames import probe, sample_times
 
 log = logging.getLogger(__name__)
 
@@ -215,11 +215,11 @@ def segment_video(path, extractor, ensemble, video=None, options: SegmentOptions
                   progress=None) -> Timeline:
     """The timeline of a video file (see the module docstring).
 
-    extractor: vidclass.features.FeatureExtractor of the ensemble's pipeline; ensemble: Ensemble.
+    extractor: vidclass.features.extract.FeatureExtractor of the ensemble's pipeline; ensemble: Ensemble.
     video: the VideoFeatures extract_file() gave for the whole-video label, if any: its frames,
     per-frame vectors and times are reused, and it is classified in the same batch.
     progress: optional callable(stage, fraction).
-    Raises vidclass.frames.VideoError for unusable files.
+    Raises vidclass.media.frames.VideoError for unusable files.
     """
     options = options or SegmentOptions()
     pipeline = ensemble.pipeline

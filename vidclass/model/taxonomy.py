@@ -9,6 +9,8 @@ below it the result says "unknown".
 """
 from __future__ import annotations
 
+from vidclass import CLASS_NAMES
+
 TAXONOMY: dict[str, dict[str, str | None]] = {
     "Animation": {
         "cartoon_2d": "cartoon_2d",
@@ -68,3 +70,8 @@ def markdown_table() -> str:
         for sub, names in merged.items():
             lines.append(f"| {category} | `{sub}` | {', '.join(names)} |")
     return "\n".join(lines)
+
+
+def qualified_subcategories(labels, subcategories) -> list[str]:
+    """"Category/subcategory": one folder name (e.g. stills_motion) can occur in several classes."""
+    return [f"{CLASS_NAMES[int(y)]}/{s}" for y, s in zip(labels, subcategories)]

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .model import PooledLinearModel
+from vidclass.model.pooled_linear import PooledLinearModel
 
 
 def source_weights(labels, families) -> np.ndarray:

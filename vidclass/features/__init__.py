@@ -1,0 +1,1 @@
+"""Per-frame features: the pretrained nets, content statistics, the pipeline record, extraction and the features files."""
