@@ -151,3 +151,21 @@ def test_writer_refuses_another_pipeline_or_an_original_file(tmp_path):
     with FeatureStoreWriter(tmp_path / "g.h5", Pipeline(backbone_dim=4, num_frames=3, scales=())) as w:
         with pytest.raises(ValueError, match=r"must be \[<= 3, 4\]"):
             w.add("x", np.zeros((4, 4)), 3, 0)
+
+
+def test_families_are_recorded_and_filled_into_older_files(tmp_path):
+    pipeline = Pipeline(weights_sha256="ab" * 32)
+    path = tmp_path / "f.h5"
+    with FeatureStoreWriter(path, pipeline, category_mapping=MAPPING) as w:
+        w.add("a.mp4", np.ones((3, 1280), np.float32), 3, 0, group="debian_gem-doc", family="gem")
+        w.add("b.mp4", np.ones((3, 1280), np.float32), 3, 1, group="xman")
+    with FeatureStore(path) as store:
+        assert store.families == ["gem", ""]
+    with h5py.File(path, "a") as f:          # as written before families were recorded
+        del f["families"]
+    with FeatureStore(path) as store:
+        assert store.families is None
+    with FeatureStoreWriter(path, pipeline, category_mapping=MAPPING) as w:
+        w.fill_families({"a.mp4": "gem", "b.mp4": "xman"})
+    with FeatureStore(path) as store:
+        assert store.families == ["gem", "xman"]

@@ -1,5 +1,6 @@
-"""The shipped recipe: source-weighted logistic regression on mean+std pooled features,
-cross-validated by source, calibrated, and written as loadable checkpoints."""
+"""The linear recipes (frames, pooled, baseline): source-weighted logistic regressions,
+cross-validated by source family with locked families and a gate, calibrated, and written as
+loadable checkpoints."""
 from __future__ import annotations
 
 import json
@@ -10,10 +11,11 @@ import torch
 
 from vidclass import CLASS_NAMES
 from vidclass.features.backbone import shipped_pipeline
-from vidclass.training.crossval import calibration, ensemble_probs, fit_temperature, folds
+from vidclass.training.crossval import (calibration, ensemble_probs, fit_temperature, folds, locked_families,
+                                        uncertain_threshold)
 from vidclass.training.dataset import extract_dataset
 from vidclass.model.ensemble import Ensemble
-from vidclass.training.linear_fit import fit_logistic, fit_member, pool_clips, source_weights
+from vidclass.training.linear_fit import fit_frame_member, fit_logistic, fit_member, pool_clips, source_weights
 from vidclass.model.checkpoint import load_checkpoint, save_checkpoint
 from vidclass.model.taxonomy import taxonomy_subcategory
 from vidclass.training.train import TrainConfig, train_ensemble
@@ -114,7 +116,11 @@ def test_shipped_recipe_end_to_end_on_real_clips(tmp_path):
     ensemble = Ensemble.load(tmp_path / "models")
     assert ensemble.pipeline == shipped_pipeline()
     assert ensemble.members[0].config["temperature"] == pytest.approx(report["temperature"])
-    assert manifest["thresholds"]["uncertain_below"] == cfg.uncertain_below
+    assert manifest["thresholds"]["uncertain_below"] == report["uncertain"]["threshold"]
+    # The gate: the shipped recipe beside the baseline and the previous recipe, on the same folds.
+    assert set(report["gate"]["candidates"]) == {"frames", "baseline", "pooled"}
+    assert report["recipe"] == "frames" and ensemble.members[0].config["pooling"] == "frames"
+    assert report["gate"]["candidates"]["baseline"]["family_folds"]["num_clips"] == 4
     # Fitted on all four clips, it must tell them apart.
     from vidclass.features.store import FeatureStore
     data = FeatureStore(features / "train_features.h5").read_all()
@@ -122,3 +128,46 @@ def test_shipped_recipe_end_to_end_on_real_clips(tmp_path):
     assert (pred.labels == data["labels"]).all()
     result = pred.result_dict(0)
     assert result["label"] in CLASS_NAMES and isinstance(result["uncertain"], bool)
+
+
+def test_frame_member_averages_its_frames_log_probabilities(tmp_path):
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(24, 6, 5)).astype(np.float32)
+    y = np.arange(24) % 4
+    x[:, :, 1] += 2 * y[:, None]
+    lengths = np.full(24, 6)
+    lengths[::2] = 3
+    families = [str(i % 8) for i in range(24)]
+    model = fit_frame_member(x, lengths, y, families, [("a", 3), ("b", 2)], 4, 1e-3,
+                             subcategories=list(np.arange(24) % 2), num_subcategories=2, temperature=1.5)
+    assert model.config["pooling"] == "frames" and model.subcategory_head is not None
+    with torch.no_grad():
+        logits, sub = model.forward_all(torch.as_tensor(x), torch.as_tensor(lengths))
+        z = (torch.as_tensor(x[0, :3]) - model.frame_mean) * model.frame_scale
+        by_hand = torch.log_softmax(model.classifier(z), -1).mean(0) / 1.5
+    torch.testing.assert_close(logits[0], by_hand)
+    assert (logits.argmax(1).numpy() == y).mean() > 0.9 and sub.shape == (24, 2)
+    save_checkpoint(tmp_path / "f.pt", model, model.config, shipped_pipeline(), subcategory_names=["s0", "s1"])
+    loaded = load_checkpoint(tmp_path / "f.pt", trusted=False)
+    x2 = x.copy()
+    x2[0, 3:] = 99                      # padding past the length changes nothing
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(torch.as_tensor(x2), torch.as_tensor(lengths)), logits)
+
+
+def test_locked_families_are_a_fixed_share_of_each_class():
+    families = [f"a{i}" for i in range(10)] + [f"b{i}" for i in range(5)] + ["s"]
+    labels = [0] * 10 + [1] * 5 + [1]
+    evaluable = [True] * 15 + [False]
+    locked = locked_families(families, labels, evaluable, share=0.2)
+    assert len({f for f in locked if f.startswith("a")}) == 2 and len({f for f in locked if f.startswith("b")}) == 1
+    assert "s" not in locked                            # stills-only families are never scored
+    assert locked == locked_families(list(reversed(families)), list(reversed(labels)), list(reversed(evaluable)))
+    assert locked != locked_families(families, labels, evaluable, salt="another draw")
+
+
+def test_uncertain_threshold_is_the_lowest_that_meets_the_target():
+    probs = np.array([[0.95, 0.05], [0.9, 0.1], [0.8, 0.2], [0.7, 0.3], [0.6, 0.4]])
+    labels = np.array([0, 0, 0, 1, 1])              # the two least confident are wrong
+    assert uncertain_threshold(probs, labels, 0.9) == pytest.approx(0.71)
+    assert uncertain_threshold(probs, labels, 0.5) == pytest.approx(0.30)

@@ -209,8 +209,10 @@ def cmd_train(args) -> int:
         print(json.dumps(manifest, indent=1))
     elif "crossval" in manifest:
         cv = manifest["crossval"]
-        print(f"cross-validated on {cv['num_sources']} unseen sources: accuracy {cv['accuracy']:.1%} "
-              f"(clips {cv['clip_accuracy']:.1%}), ECE {cv['ece']:.3f}; recall "
+        print(f"cross-validated on {cv['num_sources']} unseen source families: accuracy {cv['accuracy']:.1%} "
+              f"(clips {cv['clip_accuracy']:.1%}; locked families "
+              + (f"{cv['locked_accuracy']:.1%}" if cv.get("locked_accuracy") is not None else "none")
+              + f"), ECE {cv['ece']:.3f}; recall "
               + ", ".join(f"{k} {v:.2f}" for k, v in cv["recall"].items()))
         print(f"{len(manifest['members'])} members fitted on all {manifest['training_data']['num_clips']} clips"
               + (f"; report in {args.reports}" if args.reports else ""))
@@ -325,8 +327,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pooling", choices=("mean_std", "mean"),
                    help="pooled model: mean_std (the shipped recipe: all splits, cross-validated) or mean "
                         "(the previous release's SGD recipe on train/val)")
-    p.add_argument("--l2", type=float, help="shipped recipe: L2 strength")
-    p.add_argument("--cv-folds", type=int, help="shipped recipe: 0 = leave one source out (default), k = grouped k-fold")
+    p.add_argument("--recipe", choices=("frames", "pooled", "baseline"),
+                   help="linear recipe to fit and ship (default frames); the gate compares it with the "
+                        "baseline and pooled recipes on family folds and locked families")
+    p.add_argument("--l2", type=float, help="linear recipes: L2 strength (default: the recipe's)")
+    p.add_argument("--cv-folds", type=int, help="linear recipes: folds of whole source families (default 10; 0 = one family out)")
     p.add_argument("--curve-repeats", type=int, help="shipped recipe: learning-curve repeats (0 = no curve)")
     p.add_argument("--reports", default="reports", help="folder for the cross-validation report (default reports/)")
     p.add_argument("--json", action="store_true")

@@ -5,7 +5,7 @@ zero-padded past each video's length, `labels` int64 [N], `num_frames` int32 [N]
 `num_videos`, `max_frames`, `feature_dim`, `category_mapping` (JSON name -> index), `multi_scale`.
 
 What we add when we write: `video_names` (utf-8), optional `subcategories`, `groups` and
-`origins` (utf-8), and attr `pipeline` (JSON of the Pipeline that produced the features). Files without
+`origins`, `families` (utf-8), and attr `pipeline` (JSON of the Pipeline that produced the features). Files without
 `pipeline` are the original project's and are taken to be ORIGINAL_PIPELINE.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 from vidclass.features.pipeline import ORIGINAL_PIPELINE, Pipeline, PipelineMismatch
 
 _STR = h5py.string_dtype("utf-8")
-_STRING_COLUMNS = ("video_names", "subcategories", "groups", "origins")
+_STRING_COLUMNS = ("video_names", "subcategories", "groups", "origins", "families")
 
 
 def _decode(values) -> list[str]:
@@ -117,6 +117,11 @@ class FeatureStore:
         return self._optional_strings("origins") if "origins" in self.file else None
 
     @property
+    def families(self) -> list[str] | None:
+        """Each clip's source family (MANIFEST.tsv `family`), when the file has them."""
+        return self._optional_strings("families") if "families" in self.file else None
+
+    @property
     def labels(self) -> np.ndarray:
         if self._labels is None:
             self._labels = self.file["labels"][()].astype(np.int64)
@@ -149,6 +154,7 @@ class FeatureStore:
             "subcategories": self.subcategories,
             "groups": self.groups,
             "origins": self.origins,
+            "families": self.families,
             "category_mapping": self.category_mapping,
             "pipeline": self.pipeline,
         }
@@ -209,8 +215,9 @@ class FeatureStoreWriter:
             raise ValueError(f"{self.path} has category mapping {stored_map}, not {self.category_mapping}")
         self.category_mapping = stored_map
         committed = int(f.attrs["num_videos"])
-        if "origins" not in f:      # written before origins were recorded: "" = not given
-            f.create_dataset("origins", shape=(committed,), maxshape=(None,), dtype=_STR, chunks=(1024,))
+        for key in ("origins", "families"):     # written before these were recorded: "" = not given
+            if key not in f:
+                f.create_dataset(key, shape=(committed,), maxshape=(None,), dtype=_STR, chunks=(1024,))
         for key in ("features", "labels", "num_frames") + _STRING_COLUMNS:
             if f[key].shape[0] != committed:
                 f[key].resize(committed, axis=0)
@@ -226,7 +233,8 @@ class FeatureStoreWriter:
         return len(self._names)
 
     def add(self, name: str, features: np.ndarray, length: int, label: int,
-            subcategory: str | None = None, group: str | None = None, origin: str | None = None) -> int:
+            subcategory: str | None = None, group: str | None = None, origin: str | None = None,
+            family: str | None = None) -> int:
         """Append one video (features [<=T, D], zero-padded here) and flush; returns its row index."""
         if name in self._name_set:
             raise ValueError(f"{name!r} is already in {self.path}")
@@ -249,11 +257,21 @@ class FeatureStoreWriter:
         f["subcategories"][i] = subcategory or ""
         f["groups"][i] = group or ""
         f["origins"][i] = origin or ""
+        f["families"][i] = family or ""
         f.attrs["num_videos"] = i + 1
         f.flush()
         self._names.append(name)
         self._name_set.add(name)
         return i
+
+    def fill_families(self, families: dict[str, str]) -> None:
+        """Set the family of rows that have none, by video name (files made before families)."""
+        column = self._f["families"]
+        current = [v.decode() if isinstance(v, bytes) else v for v in column[()]]
+        for i, name in enumerate(self._names):
+            if not current[i] and families.get(name):
+                column[i] = families[name]
+        self._f.flush()
 
     def close(self) -> None:
         if self._f is not None:

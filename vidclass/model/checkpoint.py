@@ -84,7 +84,8 @@ def _infer_from_state(state: dict) -> dict:
     if "classifier.weight" in state:          # PooledLinearModel: one linear layer
         w = state["classifier.weight"]
         mean_std = "pooled_scale" in state
-        inferred.update(arch="pooled", num_classes=int(w.shape[0]), pooling="mean_std" if mean_std else "mean",
+        pooling = "frames" if "frame_scale" in state else "mean_std" if mean_std else "mean"
+        inferred.update(arch="pooled", num_classes=int(w.shape[0]), pooling=pooling,
                         feature_dim=int(w.shape[1]) // (2 if mean_std else 1))
     elif "lstm.weight_ih_l0" in state:
         inferred["arch"] = "temporal"

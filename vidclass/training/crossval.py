@@ -1,11 +1,13 @@
-"""Cross-validation by source: what the shipped recipe scores on sources it never saw.
+"""Cross-validation by source family: what a recipe scores on sources it never saw.
 
-Every source family (vidclass.training.dataset.source_family) with evaluable clips is held out in turn
-(leave-one-source-out, or grouped k-fold), the recipe of vidclass.training.linear_fit is fitted on every other
-family, and the held-out clips are predicted. `stills_motion` clips (synthetic motion over real
+A family (MANIFEST.tsv `family`: groups that share a program, author, engine or package) is the
+unit: about a fifth of the evaluable families, stratified by class, are locked away
+(`locked_families`) and scored once per recipe as the final check; the rest are cross-validated
+in k folds of whole families (a recipe of vidclass.training.recipes fitted on the other folds,
+the held-out clips predicted). `stills_motion` clips (synthetic motion over real
 pictures) are trained on but never scored. Scores count every source equally: a source's
 accuracy is the mean over its clips, and the headline accuracy and each class's recall are means
-over sources, so a source with 20 clips weighs no more than one with 2. Clip-level numbers are
+over families, so a family with 20 clips weighs no more than one with 2. Clip-level numbers are
 reported beside them.
 
 The same out-of-fold predictions calibrate the shipped ensemble (one temperature for all
@@ -16,10 +18,9 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
+from dataclasses import replace
 
 import numpy as np
-
-from vidclass.training.linear_fit import fit_ensemble, member_logits, member_subcategory_probs
 
 TRAINING_ONLY = "stills_motion"
 TEMPERATURES = np.exp(np.linspace(np.log(0.2), np.log(10.0), 121))
@@ -87,53 +88,69 @@ def source_scores(pred, labels, families, class_names) -> dict:
             "per_source": by_source}
 
 
-def training_rows(data, clips) -> tuple[np.ndarray, np.ndarray, list, list | None]:
-    """(pooled, labels, families, subcategories) of the clips selected by the mask `clips`, then
-    of their sub-clip views (data["views"], data["view_of"]: vidclass.training.linear_fit.subclip_views)."""
-    idx = np.where(clips)[0]
-    if data.get("views") is not None and len(data["views"]):
-        view_rows = np.where(clips[data["view_of"]])[0]
-        of = np.concatenate([idx, data["view_of"][view_rows]])
-        x = np.concatenate([data["pooled"][idx], data["views"][view_rows]])
-    else:
-        of, x = idx, data["pooled"][idx]
-    subs = data.get("subcategories")
-    return (x, np.asarray(data["labels"])[of], [data["families"][i] for i in of],
-            None if subs is None else [subs[i] for i in of])
+def locked_families(families, labels, evaluable, share: float = 0.2, salt: str = "locked-v1") -> set[str]:
+    """About `share` of the evaluable families of each class (a family counts for the class most
+    of its scored clips have), in a fixed hash order: the final check that no choice sees. Fixed
+    before looking at any score; changing `salt` draws another set."""
+    main: dict[str, int] = {}
+    counts: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    for f, y, e in zip(families, labels, evaluable):
+        if e:
+            counts[f][int(y)] += 1
+    for f, c in counts.items():
+        main[f] = max(sorted(c), key=lambda k: c[k])
+    locked = set()
+    for cls in sorted(set(main.values())):
+        fams = sorted((f for f, k in main.items() if k == cls),
+                      key=lambda f: hashlib.sha256(f"{salt}:{f}".encode()).hexdigest())
+        locked.update(fams[:round(share * len(fams))])
+    return locked
 
 
-def out_of_fold(data, blocks, cfg, k: int = 0, keep_sources=None, seed: int = 0) -> dict:
+def out_of_fold(recipe, corpus, usable, k: int = 10, keep_sources=None, seed: int = 0,
+                num_classes: int = 4, subcategories: bool = True) -> dict:
     """Out-of-fold member logits [M, N, C] (NaN where not scored), subcategory probs, fold ids.
 
-    data: dict with pooled [N, 2D], labels, families, evaluable, subcategories (taxonomy index or
-    -1), num_subcategories. keep_sources(train_families, rng) -> families to train on (learning
-    curve); None keeps all."""
-    pooled, labels, families = data["pooled"], np.asarray(data["labels"]), list(data["families"])
-    evaluable = np.asarray(data["evaluable"], bool)
-    n, m = len(labels), cfg.num_models
-    logits = np.full((m, n, cfg.num_classes), np.nan)
+    Folds are over the families of the clips in `usable` (a mask; locked families left out);
+    each fold's held-out evaluable clips are predicted by the recipe fitted on the other usable
+    clips. keep_sources(train_families, rng) -> families to train on (learning curve)."""
+    families = list(corpus.families)
+    n = len(families)
+    logits = np.full((recipe.members, n, num_classes), np.nan)
     sub_probs = None
     fold_of = np.full(n, -1)
     rng = np.random.default_rng(seed)
-    for j, held in enumerate(folds(families, evaluable, k)):
+    in_use = [f for f, u in zip(families, usable) if u]
+    for j, held in enumerate(folds(in_use, [e for e, u in zip(corpus.evaluable, usable) if u], k)):
         held = set(held)
-        train_fams = sorted({f for f in families if f not in held})
+        train_fams = sorted({f for f in in_use if f not in held})
         if keep_sources is not None:
             train_fams = keep_sources(train_fams, rng)
         keep = set(train_fams)
-        tr = np.array([f in keep for f in families])
-        te = np.array([f in held for f in families]) & evaluable
-        x, y, fams, subs = training_rows(data, tr)
-        models = fit_ensemble(x, y, fams, blocks, cfg.num_classes, cfg.l2, m, cfg.member_sources,
-                              cfg.seed + j, subs, data.get("num_subcategories", 0))
-        logits[:, te] = member_logits(models, pooled[te])
-        sp = member_subcategory_probs(models, pooled[te])
+        tr = np.where([u and f in keep for f, u in zip(families, usable)])[0]
+        te = np.where([u and f in held and e for f, u, e in zip(families, usable, corpus.evaluable)])[0]
+        models = recipe.fit(corpus, tr, seed + j, num_classes, subcategories)
+        fold_logits, sp = recipe.outputs(models, corpus, te)
+        logits[:, te] = fold_logits
         if sp is not None:
             if sub_probs is None:
                 sub_probs = np.full((n, sp.shape[1]), np.nan)
             sub_probs[te] = sp
         fold_of[te] = j
     return {"logits": logits, "subcategory_probs": sub_probs, "fold": fold_of}
+
+
+def uncertain_threshold(probs: np.ndarray, labels, target: float = 0.9,
+                        grid=np.round(np.arange(0.30, 0.96, 0.01), 2)) -> float:
+    """The lowest confidence threshold at which the clips answered (confidence >= it) are right
+    at least `target` of the time; the highest of the grid when none is."""
+    labels = np.asarray(labels)
+    conf, right = probs.max(1), probs.argmax(1) == labels
+    for t in grid:
+        answered = conf >= t
+        if answered.any() and right[answered].mean() >= target:
+            return float(t)
+    return float(grid[-1])
 
 
 def nested_calibrated_probs(logits, labels, fold) -> tuple[np.ndarray, list[float]]:
@@ -148,13 +165,13 @@ def nested_calibrated_probs(logits, labels, fold) -> tuple[np.ndarray, list[floa
     return probs, temps
 
 
-def learning_curve(data, blocks, cfg, fractions=(0.25, 0.5, 0.75, 1.0), repeats: int = 3,
+def learning_curve(recipe, corpus, usable, fractions=(0.25, 0.5, 0.75, 1.0), repeats: int = 1,
                    k: int = 10, class_names=()) -> list[dict]:
-    """Grouped k-fold accuracy when only a share of each fold's training sources is kept
-    (a seeded random subset per fold and repeat), per class. k-fold rather than one source out
-    to keep it affordable; the 1.0 point is the grouped k-fold score of the full recipe."""
-    labels = np.asarray(data["labels"])
-    data = {**data, "subcategories": None, "num_subcategories": 0}     # classes only: cheaper
+    """Family-fold accuracy when only a share of each fold's training families is kept (a seeded
+    random subset per fold and repeat), per class; one member per fit and no subcategory heads to
+    keep it affordable. The 1.0 point is the recipe's family-fold score with one member."""
+    one = replace(recipe, members=1, member_sources=1.0)
+    labels = np.asarray(corpus.labels)
     rows = []
     for frac in fractions:
         runs = []
@@ -162,17 +179,18 @@ def learning_curve(data, blocks, cfg, fractions=(0.25, 0.5, 0.75, 1.0), repeats:
             def keep(fams, rng, frac=frac):
                 return sorted(rng.choice(fams, max(2, round(frac * len(fams))), replace=False)) \
                     if frac < 1.0 else fams
-            oof = out_of_fold(data, blocks, cfg, k=k, keep_sources=keep, seed=1000 * r + 7)
+            oof = out_of_fold(one, corpus, usable, k=k, keep_sources=keep, seed=1000 * r + 7,
+                              subcategories=False)
             scored = oof["fold"] >= 0
             pred = oof["logits"][:, scored].mean(0).argmax(1)
-            s = source_scores(pred, labels[scored], [f for f, sc in zip(data["families"], scored) if sc],
+            s = source_scores(pred, labels[scored], [f for f, sc in zip(corpus.families, scored) if sc],
                               class_names)
             folds_acc = [float(np.mean(pred[oof["fold"][scored] == j] == labels[scored][oof["fold"][scored] == j]))
                          for j in np.unique(oof["fold"][scored])]
             runs.append({"accuracy": s["accuracy"], "recall": s["recall"], "fold_accuracies": folds_acc})
-        train_sources = round(frac * len({f for f in data["families"]}) * (k - 1) / k)
+        families = {f for f, u in zip(corpus.families, usable) if u}
         rows.append({
-            "fraction": frac, "train_sources": train_sources, "repeats": len(runs),
+            "fraction": frac, "train_families": round(frac * len(families) * (k - 1) / k), "repeats": len(runs),
             "accuracy": float(np.mean([r["accuracy"] for r in runs])),
             "accuracy_spread": float(np.std([r["accuracy"] for r in runs])),
             "fold_accuracy_std": float(np.mean([np.std(r["fold_accuracies"]) for r in runs])),

@@ -37,6 +37,12 @@ class Clip:
     group: str
     origin: str = ""
     license: str = ""
+    family: str = ""      # MANIFEST.tsv `family` (groups sharing a program, author, engine, package)
+
+    @property
+    def source_family(self) -> str:
+        """The family to split and fold by: the manifest's, else one guessed from the group."""
+        return self.family or source_family(self.group)
 
     @property
     def evaluable(self) -> bool:
@@ -93,7 +99,7 @@ def _clips_from_manifest(data_dir: Path, manifest: Path) -> list[Clip]:
                 raise ValueError(f"{manifest}: unknown category {row['category']!r} for {row['path']}")
             clips.append(Clip(path, row["path"], row["category"], row["subcategory"],
                               row.get("group") or row["subcategory"], row.get("origin", ""),
-                              row.get("license", "")))
+                              row.get("license", ""), row.get("family") or ""))
     return clips
 
 
@@ -112,7 +118,7 @@ def split_clips(clips: list[Clip], test_fraction: float = 0.3, val_fraction: flo
     scored on val/test has then seen stills of those sources: score it by cross-validation."""
     by_family: dict[str, list[Clip]] = defaultdict(list)
     for c in clips:
-        by_family[source_family(c.group)].append(c)
+        by_family[c.source_family].append(c)
 
     evaluable_total = Counter(c.category for c in clips if c.evaluable)
     targets = {
@@ -195,6 +201,8 @@ def extract_dataset(data_dir, out_dir, pipeline: Pipeline | None = None, manifes
             writer = FeatureStoreWriter(path, pipeline, pipeline.max_steps, category_mapping)
             try:
                 done = set(writer.names())
+                # Files written before families were recorded get them from the manifest.
+                writer.fill_families({c.name: c.source_family for c in splits[split]})
                 for clip in splits[split]:
                     bar.set_postfix_str(f"{split}: {clip.name[-40:]}")
                     if clip.name not in done:
@@ -207,7 +215,7 @@ def extract_dataset(data_dir, out_dir, pipeline: Pipeline | None = None, manifes
                             writer.add(clip.name, vf.features, vf.length,
                                        category_mapping[clip.category],
                                        subcategory=clip.subcategory, group=clip.group,
-                                       origin=clip.origin)
+                                       origin=clip.origin, family=clip.source_family)
                     bar.update(1)
             finally:
                 writer.close()

@@ -1,6 +1,12 @@
-"""Fitting the pooled linear model (PooledLinearModel, pooling "mean_std") on a labelled corpus.
+"""Fitting the linear models (PooledLinearModel) on a labelled corpus.
 
-The recipe, chosen by leave-one-source-out cross-validation on the corpus (reports/crossval.json):
+Two ways (vidclass.training.recipes names the recipes built from them):
+- frames (pooling "frames", `fit_frame_member`): every frame is a sample, weighted so each clip's
+  frames together weigh what the clip does; the clip's answer is the mean of its frames'
+  log-probabilities;
+- pooled clips (pooling "mean_std", `fit_member`), described next.
+
+The pooled-clip recipe:
 - each clip is the mean and standard deviation over time of its per-frame features;
 - each feature is standardised, then each block of features (the backbone's, the content
   statistics', the drawing net's; mean and std parts apart) is scaled to an equal share of the
@@ -47,17 +53,32 @@ def block_slices(blocks: list[tuple[str, int]]) -> list[slice]:
     return out
 
 
-def pooled_standardiser(pooled: np.ndarray, blocks: list[tuple[str, int]], weights=None):
-    """(pooled_mean, pooled_scale): standardise each column with the (weighted) training moments,
-    then scale each block part by 1/sqrt(its width) so every part has the same total variance."""
+def pooled_standardiser(pooled: np.ndarray, blocks: list[tuple[str, int]], weights=None, keep=None,
+                        slices=None):
+    """(mean, scale): standardise each column with the (weighted) training moments, then scale
+    each block part by 1/sqrt(its width) so every part has the same total variance. Blocks not
+    in `keep` (a set of block names; None keeps all) get scale 0: the model ignores them.
+    `slices` (default: block_slices, the mean and std parts of a pooled vector) say where each
+    block's columns are; per-frame vectors pass frame_block_slices."""
     w = np.ones(len(pooled)) if weights is None else np.asarray(weights, float)
     w = w / w.sum()
     mean = (pooled * w[:, None]).sum(0)
     std = np.sqrt(((pooled - mean) ** 2 * w[:, None]).sum(0)) + 1e-6
     scale = 1.0 / std
-    for sl in block_slices(blocks):
-        scale[sl] /= np.sqrt(sl.stop - sl.start)
+    slices = slices or block_slices(blocks)
+    names = [name for name, _ in blocks for _ in range(len(slices) // len(blocks))]
+    for name, sl in zip(names, slices):
+        scale[sl] *= (keep is None or name in keep) / np.sqrt(sl.stop - sl.start)
     return mean.astype(np.float32), scale.astype(np.float32)
+
+
+def frame_block_slices(blocks: list[tuple[str, int]]) -> list[slice]:
+    """Column ranges of a per-frame vector, one per block."""
+    out, start = [], 0
+    for _, dim in blocks:
+        out.append(slice(start, start + dim))
+        start += dim
+    return out
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, weights: np.ndarray, num_classes: int, l2: float,
@@ -133,10 +154,11 @@ def subclip_views(x: np.ndarray, lengths: np.ndarray, views: int, share: float, 
 
 def fit_member(pooled: np.ndarray, labels, families, blocks: list[tuple[str, int]], num_classes: int,
                l2: float, subcategories: list[int] | None = None, num_subcategories: int = 0,
-               temperature: float = 1.0) -> PooledLinearModel:
-    """One ensemble member fitted on pooled clip vectors (pool_clips) of a training set."""
+               temperature: float = 1.0, keep=None) -> PooledLinearModel:
+    """One ensemble member fitted on pooled clip vectors (pool_clips) of a training set; only the
+    blocks named in `keep` (None: all) count."""
     weights = source_weights(labels, families)
-    mean, scale = pooled_standardiser(pooled, blocks, weights)
+    mean, scale = pooled_standardiser(pooled, blocks, weights, keep)
     z = (pooled - mean) * scale
     W, b = fit_logistic(z, labels, weights, num_classes, l2)
     model = PooledLinearModel({"feature_dim": pooled.shape[1] // 2, "pooling": "mean_std",
@@ -171,23 +193,90 @@ def member_subcategory_probs(models, pooled: np.ndarray) -> np.ndarray | None:
     return np.mean(subs, axis=0) if subs else None
 
 
-def fit_ensemble(pooled, labels, families, blocks, num_classes: int, l2: float, num_members: int,
-                 member_sources: float, seed: int, subcategories=None, num_subcategories: int = 0,
-                 temperature: float = 1.0) -> list[PooledLinearModel]:
-    """`num_members` members, each fitted on a seeded random `member_sources` share of the source
-    families (all of them when 1.0): members then disagree where the answer depends on which
-    sources were seen, which makes the ensemble's agreement worth reporting."""
+def bag_families(families, num_members: int, member_sources: float, seed: int) -> list[np.ndarray]:
+    """Row indices for each member: a seeded random `member_sources` share of the source families
+    (all of them when 1.0). Members then disagree where the answer depends on which sources were
+    seen, which makes the ensemble's agreement worth reporting."""
     families = list(families)
     unique = sorted(set(families))
     rng = np.random.default_rng(seed)
-    models = []
+    out = []
     for _ in range(num_members):
         if member_sources < 1.0 and len(unique) > 1:
             kept = set(rng.choice(unique, max(1, round(member_sources * len(unique))), replace=False))
         else:
             kept = set(unique)
-        idx = np.array([i for i, f in enumerate(families) if f in kept])
+        out.append(np.array([i for i, f in enumerate(families) if f in kept]))
+    return out
+
+
+def fit_ensemble(pooled, labels, families, blocks, num_classes: int, l2: float, num_members: int,
+                 member_sources: float, seed: int, subcategories=None, num_subcategories: int = 0,
+                 temperature: float = 1.0, keep=None) -> list[PooledLinearModel]:
+    """`num_members` pooled-clip members, each on its bag of source families (bag_families)."""
+    families = list(families)
+    models = []
+    for idx in bag_families(families, num_members, member_sources, seed):
         subs = None if subcategories is None else [subcategories[i] for i in idx]
         models.append(fit_member(pooled[idx], np.asarray(labels)[idx], [families[i] for i in idx],
-                                 blocks, num_classes, l2, subs, num_subcategories, temperature))
+                                 blocks, num_classes, l2, subs, num_subcategories, temperature, keep))
     return models
+
+
+def frame_rows(x: np.ndarray, lengths, clip_weights) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(frames [sum of lengths, D], the clip of each frame, each frame's weight: its clip's weight
+    shared among the clip's frames)."""
+    lengths = np.asarray(lengths, int)
+    rows = np.concatenate([x[i, :n] for i, n in enumerate(lengths)]) if len(lengths) else \
+        np.zeros((0, x.shape[2]), np.float32)
+    of = np.repeat(np.arange(len(lengths)), lengths)
+    return rows, of, (np.asarray(clip_weights, float) / lengths)[of]
+
+
+def fit_frame_member(x: np.ndarray, lengths, labels, families, blocks: list[tuple[str, int]],
+                     num_classes: int, l2: float, subcategories: list[int] | None = None,
+                     num_subcategories: int = 0, temperature: float = 1.0) -> PooledLinearModel:
+    """One member of the frames recipe (pooling "frames") fitted on the frames of a training set
+    (x [N, T, D] with `lengths` valid steps): each frame a sample, a clip's frames together
+    weighing what source_weights gives the clip."""
+    labels = np.asarray(labels)
+    rows, of, w = frame_rows(x, lengths, source_weights(labels, families))
+    w = w * (len(w) / w.sum())
+    mean, scale = pooled_standardiser(rows, blocks, w, slices=frame_block_slices(blocks))
+    z = (rows - mean) * scale
+    W, b = fit_logistic(z, labels[of], w, num_classes, l2)
+    model = PooledLinearModel({"feature_dim": x.shape[2], "pooling": "frames", "num_classes": num_classes,
+                               "num_subcategories": num_subcategories, "dropout": 0.0,
+                               "temperature": temperature})
+    with torch.no_grad():
+        model.frame_mean.copy_(torch.as_tensor(mean))
+        model.frame_scale.copy_(torch.as_tensor(scale))
+        model.classifier.weight.copy_(torch.as_tensor(W))
+        model.classifier.bias.copy_(torch.as_tensor(b))
+        if num_subcategories:
+            subs = np.asarray(subcategories)
+            known = np.where(subs >= 0)[0]
+            sw = source_weights(subs[known], [families[i] for i in known])
+            sel = np.isin(of, known)
+            clip_w = np.zeros(len(labels))
+            clip_w[known] = sw
+            fw = (clip_w / np.asarray(lengths, float))[of[sel]]
+            Ws, bs = fit_logistic(z[sel], subs[of[sel]], fw * (len(fw) / fw.sum()), num_subcategories, l2)
+            model.subcategory_head.weight.copy_(torch.as_tensor(Ws))
+            model.subcategory_head.bias.copy_(torch.as_tensor(bs))
+    return model.eval()
+
+
+@torch.inference_mode()
+def clip_outputs(models, x: np.ndarray, lengths, batch: int = 64) -> tuple[np.ndarray, np.ndarray | None]:
+    """(class logits [M, N, C] before the temperature, mean subcategory probabilities [N, S] or
+    None) of each member on clips x [N, T, D]: the model's own forward, whatever its pooling."""
+    logits, subs = [], []
+    for m in models:
+        t = m.config.get("temperature", 1.0)
+        parts = [m.forward_all(torch.as_tensor(x[s:s + batch]), torch.as_tensor(np.asarray(lengths)[s:s + batch]))
+                 for s in range(0, len(x), batch)]
+        logits.append(np.concatenate([p[0].numpy() for p in parts]) * t)
+        if parts and parts[0][1] is not None:
+            subs.append(np.concatenate([torch.softmax(p[1], -1).numpy() for p in parts]))
+    return np.stack(logits), (np.mean(subs, axis=0) if subs else None)

@@ -62,7 +62,7 @@ def plot_reliability(calibration: dict, path: Path, title: str = "") -> None:
 def plot_learning_curve(rows: list[dict], path: Path) -> None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.6, 4.2), dpi=110)
-    x = [r["train_sources"] for r in rows]
+    x = [r["train_families"] for r in rows]
     ax.errorbar(x, [r["accuracy"] for r in rows], yerr=[r["accuracy_spread"] for r in rows],
                 color="black", lw=2, marker="o", capsize=3, label="all classes")
     for name in CLASS_NAMES:
@@ -84,6 +84,9 @@ def write_crossval_report(report: dict, out_dir: Path) -> None:
     plot_confusion(report["confusion_matrix"], list(CLASS_NAMES), out_dir / "confusion_matrix.png",
                    title=f"cross-validated: {report['clip_accuracy']:.1%} of {report['num_clips']} clips")
     plot_reliability(report["calibration"], out_dir / "reliability.png",
-                     title=f"out-of-fold reliability, ECE {report['calibration']['ece']:.3f}")
+                     title=f"family folds: reliability, ECE {report['calibration']['ece']:.3f}")
+    if report.get("calibration_locked"):
+        plot_reliability(report["calibration_locked"], out_dir / "reliability_locked.png",
+                         title=f"locked families: reliability, ECE {report['calibration_locked']['ece']:.3f}")
     if report.get("learning_curve"):
         plot_learning_curve(report["learning_curve"], out_dir / "learning_curve.png")

@@ -20,7 +20,7 @@ import hashlib
 import json
 import logging
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -66,23 +66,23 @@ class TrainConfig:
     # "pooled" (PooledLinearModel, the shipped default: it generalises best to unseen sources on
     # the corpus) or "temporal" (the original BiLSTM + attention model, sized below).
     arch: str = "pooled"
-    # PooledLinearModel pooling: "mean_std" (the shipped recipe: vidclass.training.linear_fit, fitted on all
-    # splits, scored by cross-validation) or "mean" (the previous release's SGD recipe below).
+    # "mean_std": the cross-validated linear recipes below (vidclass.training.recipes); "mean":
+    # the previous releases' SGD recipe on train/val.
     pooling: str = "mean_std"
-    # Shipped recipe: L2 strength of the logistic regression on block-scaled inputs; the share of
-    # source families each member is fitted on; cross-validation folds (0 = leave one source
-    # out, k > 0 grouped k-fold); the learning curve's repeats per share (0 = no curve).
-    l2: float = 1e-3
-    member_sources: float = 0.9
-    # Grouped 20-fold: ~6 held-out sources per fold, affordable on 2 CPU cores (a few minutes);
-    # 0 (one source out) fits 6x more members for the same kind of estimate.
-    cv_folds: int = 20
-    curve_repeats: int = 2
-    # Sub-clip views added to the training rows: per clip, `views` pooled random `view_share`s of
-    # its frames (vidclass.training.linear_fit.subclip_views); 0 = clips only.
-    views: int = 4
-    view_share: float = 0.25
-    uncertain_below: float = 0.6            # `uncertain: true` under this top-class confidence
+    # The linear recipe to fit and ship ("frames", "pooled" or "baseline"), and the recipes it
+    # must beat on the family folds and on the locked families (the gate, reports/crossval.json).
+    recipe: str = "frames"
+    gate: tuple[str, ...] = ("baseline", "pooled")
+    # Folds of whole source families (0 = one family out); the share of the evaluable families
+    # locked away as the final check; the learning curve's repeats per share (0 = no curve).
+    cv_folds: int = 10
+    locked_share: float = 0.2
+    curve_repeats: int = 1
+    l2: float | None = None                 # None: the recipe's
+    # `uncertain: true` under this top-class confidence; None: the lowest threshold at which the
+    # answered clips of the family folds are right `answered_target` of the time.
+    uncertain_below: float | None = None
+    answered_target: float = 0.9
     subcategory_min_confidence: float = 0.5     # subcategory "unknown" under this
     # Temporal architecture size. The original full size is hidden 768, 4 layers, 12 heads (GPU users).
     # The small default fits the ~200-clip corpus (larger sizes overfit it) and keeps four members
@@ -107,6 +107,7 @@ class SplitData:
     names: list[str]
     groups: list[str] = field(default_factory=list)
     origins: list[str] = field(default_factory=list)
+    families: list[str] = field(default_factory=list)
 
 
 def load_split(path: str | Path) -> tuple[SplitData, object]:
@@ -117,7 +118,8 @@ def load_split(path: str | Path) -> tuple[SplitData, object]:
                      subcategories=qualified_subcategories(data["labels"], subs) if subs else [],
                      names=list(data.get("video_names") or []),
                      groups=list(data.get("groups") or []),
-                     origins=list(data.get("origins") or [""] * len(data["labels"]))), store.pipeline
+                     origins=list(data.get("origins") or [""] * len(data["labels"])),
+                     families=list(data.get("families") or [""] * len(data["labels"]))), store.pipeline
 
 
 def focal_loss(logits, targets, class_weights, gamma: float, smoothing: float):
@@ -257,7 +259,8 @@ def joined(a: SplitData, b: SplitData) -> SplitData:
     return SplitData(x=np.concatenate([pad(a.x), pad(b.x)]), lengths=np.concatenate([a.lengths, b.lengths]),
                      labels=np.concatenate([a.labels, b.labels]),
                      subcategories=a.subcategories + b.subcategories, names=a.names + b.names,
-                     groups=a.groups + b.groups, origins=a.origins + b.origins)
+                     groups=a.groups + b.groups, origins=a.origins + b.origins,
+                     families=a.families + b.families)
 
 
 def data_digest(*paths) -> str:
@@ -340,16 +343,12 @@ def train_ensemble(features_dir, out_dir, cfg: TrainConfig | None = None, show_p
     return manifest
 
 
-def train_linear(features_dir: Path, out_dir: Path, cfg: TrainConfig, reports_dir=None,
-                 show_progress: bool = True) -> dict:
-    """The shipped recipe: cross-validate on every clip of every split, calibrate on the
-    out-of-fold predictions, then fit the shipped members on everything."""
-    from vidclass.training.crossval import calibration, ensemble_probs, fit_temperature, learning_curve, \
-        nested_calibrated_probs, out_of_fold, source_scores, training_rows
-    from vidclass.training.dataset import source_family
-    from vidclass.model.ensemble import pick_subcategory
-    from vidclass.training.linear_fit import fit_ensemble, pool_clips, subclip_views
+def load_corpus(features_dir: Path):
+    """(Corpus of every clip of the train/val/test files, pipeline, their paths, names, subcategory
+    names and each clip's taxonomy subcategory)."""
     from vidclass.model.taxonomy import taxonomy_subcategory
+    from vidclass.training.dataset import source_family
+    from vidclass.training.recipes import Corpus
 
     paths = [p for p in (_find_split(features_dir, s, required=s == "train") for s in ("train", "val", "test")) if p]
     data, pipeline = load_split(paths[0])
@@ -359,45 +358,119 @@ def train_linear(features_dir: Path, out_dir: Path, cfg: TrainConfig, reports_di
         data = joined(data, more)
     if not data.groups:
         raise ValueError(f"{paths[0]} records no source groups; re-extract with `vidclass extract`")
-    log.info("pooling %d clips from %s", len(data.labels), ", ".join(p.name for p in paths))
-    pooled = pool_clips(data.x, data.lengths)
-    families = [source_family(g) for g in data.groups]
-    evaluable = np.array([o != "stills_motion" for o in data.origins])
+    families = [f or source_family(g) for f, g in zip(data.families or [""] * len(data.groups), data.groups)]
     sub_of = [taxonomy_subcategory(CLASS_NAMES[int(y)], s.split("/", 1)[1] if s else "")
               for y, s in zip(data.labels, data.subcategories or [""] * len(data.labels))]
     sub_names = sorted({s for s in sub_of if s})
-    sub_index = [sub_names.index(s) if s else -1 for s in sub_of]
-    table = {"pooled": pooled, "labels": data.labels, "families": families, "evaluable": evaluable,
-             "subcategories": sub_index if sub_names else None, "num_subcategories": len(sub_names)}
-    if cfg.views:
-        table["views"], table["view_of"] = subclip_views(data.x, data.lengths, cfg.views, cfg.view_share, cfg.seed)
-    blocks = pipeline.blocks()
+    corpus = Corpus(x=data.x, lengths=data.lengths, labels=np.asarray(data.labels), families=families,
+                    evaluable=np.array([o != "stills_motion" for o in data.origins]), blocks=pipeline.blocks(),
+                    subcategories=[sub_names.index(s) if s else -1 for s in sub_of] if sub_names else None,
+                    num_subcategories=len(sub_names))
+    return corpus, pipeline, paths, data.names, sub_names, sub_of
 
-    log.info("cross-validating (%s)", f"grouped {cfg.cv_folds}-fold" if cfg.cv_folds else "leave one source out")
-    oof = out_of_fold(table, blocks, cfg, k=cfg.cv_folds)
-    scored = oof["fold"] >= 0
-    y = data.labels[scored]
-    logits = oof["logits"][:, scored]
-    temperature = fit_temperature(logits, y)
-    probs, fold_temperatures = nested_calibrated_probs(logits, y, oof["fold"][scored])
+
+def scores(probs: np.ndarray, labels, families) -> dict:
+    """Accuracy and recall as means over families, clip accuracy, ECE: one candidate's numbers."""
+    from vidclass.training.crossval import calibration, source_scores
+
     pred = probs.argmax(1)
-    scored_families = [f for f, sc in zip(families, scored) if sc]
-    names = [n for n, sc in zip(data.names, scored) if sc]
+    s = source_scores(pred, labels, families, CLASS_NAMES)
+    return {"accuracy": s["accuracy"], "recall": s["recall"], "clip_accuracy": s["clip_accuracy"],
+            "num_clips": s["num_clips"], "num_families": s["num_sources"],
+            "ece": calibration(probs, labels)["ece"], "per_family": s["per_source"]}
+
+
+def train_linear(features_dir: Path, out_dir: Path, cfg: TrainConfig, reports_dir=None,
+                 show_progress: bool = True) -> dict:
+    """The cross-validated linear recipes (vidclass.training.crossval has the protocol):
+    1. lock away ~cfg.locked_share of the evaluable families (stratified by class);
+    2. for the recipe to ship and each recipe of the gate: family folds over the other families,
+       and one fit on all of them scored on the locked families;
+    3. calibrate on the shipped recipe's out-of-fold predictions (temperature, `uncertain`
+       threshold), then check the calibration on the locked families;
+    4. fit the shipped members on every clip (locked families included: every choice is made)."""
+    from vidclass.model.ensemble import pick_subcategory
+    from vidclass.training.crossval import (calibration, ensemble_probs, fit_temperature, learning_curve,
+                                            locked_families, nested_calibrated_probs, out_of_fold,
+                                            uncertain_threshold)
+    from vidclass.training.recipes import RECIPES
+
+    if cfg.recipe not in RECIPES or any(g not in RECIPES for g in cfg.gate):
+        raise ValueError(f"unknown recipe in {cfg.recipe!r} / {list(cfg.gate)}; known: {', '.join(RECIPES)}")
+    corpus, pipeline, paths, names, sub_names, sub_of = load_corpus(features_dir)
+    y_all = corpus.labels
+    locked = locked_families(corpus.families, y_all, corpus.evaluable, cfg.locked_share)
+    in_locked = np.array([f in locked for f in corpus.families])
+    usable, locked_eval = ~in_locked, in_locked & corpus.evaluable
+    log.info("%d clips, %d families (%d locked away)", len(y_all), len(set(corpus.families)), len(locked))
+
+    def recipe_of(name):
+        r = RECIPES[name]
+        return replace(r, l2=cfg.l2) if cfg.l2 is not None else r
+
+    candidates, shipped_oof = {}, None
+    for name in (cfg.recipe,) + tuple(g for g in cfg.gate if g != cfg.recipe):
+        recipe = recipe_of(name)
+        log.info("%s: family folds (%s)", name, f"{cfg.cv_folds}-fold" if cfg.cv_folds else "one family out")
+        oof = out_of_fold(recipe, corpus, usable, k=cfg.cv_folds, seed=cfg.seed, subcategories=name == cfg.recipe)
+        scored = oof["fold"] >= 0
+        t = fit_temperature(oof["logits"][:, scored], y_all[scored])
+        probs, _ = nested_calibrated_probs(oof["logits"][:, scored], y_all[scored], oof["fold"][scored])
+        cv = scores(probs, y_all[scored], [f for f, sc in zip(corpus.families, scored) if sc])
+        lk, locked_probs = None, np.zeros((0, cfg.num_classes))
+        if locked_eval.any():           # a corpus with a few families per class locks none
+            log.info("%s: locked families", name)
+            models = recipe.fit(corpus, np.where(usable)[0], cfg.seed, cfg.num_classes, subcategories=False)
+            locked_logits, _ = recipe.outputs(models, corpus, np.where(locked_eval)[0])
+            locked_probs = ensemble_probs(locked_logits, t)
+            lk = scores(locked_probs, y_all[locked_eval], [f for f, e in zip(corpus.families, locked_eval) if e])
+        candidates[name] = {"family_folds": cv, "locked": lk, "temperature": t,
+                            "gap": cv["accuracy"] - lk["accuracy"] if lk else None}
+        if name == cfg.recipe:
+            shipped_oof, shipped_probs, shipped_locked = (oof, probs, locked_probs)
+    ship = candidates[cfg.recipe]
+    beats = {g: {part: ship[part]["accuracy"] > candidates[g][part]["accuracy"]
+                     for part in ("family_folds", "locked") if ship[part] is not None}
+             for g in cfg.gate if g != cfg.recipe}
+    passed = all(all(v.values()) for v in beats.values())
+    if not passed:
+        log.warning("recipe %s does not beat %s on both the family folds and the locked families",
+                    cfg.recipe, ", ".join(beats))
+
+    oof = shipped_oof
+    scored = oof["fold"] >= 0
+    y = y_all[scored]
+    temperature = ship["temperature"]
+    probs = shipped_probs
+    pred = probs.argmax(1)
+    threshold = cfg.uncertain_below if cfg.uncertain_below is not None else \
+        uncertain_threshold(probs, y, cfg.answered_target)
+    cv = ship["family_folds"]
     report = {
-        "method": ("leave-one-source-out" if not cfg.cv_folds else f"grouped {cfg.cv_folds}-fold")
-                  + " over source families; stills_motion clips trained on, never scored; "
-                    "accuracy and recall are means over sources",
-        "num_clips_trained": int(len(data.labels)), "num_folds": int(len(set(oof["fold"][scored]))),
-        **source_scores(pred, y, scored_families, CLASS_NAMES),
+        "method": (f"{cfg.cv_folds}-fold" if cfg.cv_folds else "one family out") + " over source families "
+                  f"(MANIFEST.tsv `family`), {len(locked)} families locked away and scored once per recipe; "
+                  "stills_motion clips trained on, never scored; accuracy and recall are means over families",
+        "recipe": cfg.recipe, "num_clips_trained": int(len(y_all)), "num_folds": int(len(set(oof["fold"][scored]))),
+        "locked_families": sorted(locked),
+        "accuracy": cv["accuracy"], "recall": cv["recall"], "clip_accuracy": cv["clip_accuracy"],
+        "num_clips": cv["num_clips"], "num_sources": cv["num_families"], "per_source": cv["per_family"],
         "confusion_matrix": classification_report(y, pred, CLASS_NAMES)["confusion_matrix"],
-        "temperature": temperature, "fold_temperatures": [min(fold_temperatures), max(fold_temperatures)],
+        "temperature": temperature,
         "calibration": calibration(probs, y),
-        "calibration_uncalibrated": {"ece": calibration(ensemble_probs(logits, 1.0), y)["ece"]},
+        "calibration_uncalibrated": {"ece": calibration(ensemble_probs(oof["logits"][:, scored], 1.0), y)["ece"]},
+        "calibration_locked": calibration(shipped_locked, y_all[locked_eval]) if len(shipped_locked) else None,
+        "gate": {"candidates": {k: {kk: vv for kk, vv in v.items()} for k, v in candidates.items()},
+                 "beats": beats, "passed": passed},
     }
-    confident = probs.max(1) >= cfg.uncertain_below
-    report["uncertain"] = {"threshold": cfg.uncertain_below, "share": float(1 - confident.mean()),
-                           "accuracy_confident": float((pred == y)[confident].mean()) if confident.any() else None,
-                           "accuracy_uncertain": float((pred == y)[~confident].mean()) if (~confident).any() else None}
+    confident = probs.max(1) >= threshold
+    locked_conf = shipped_locked.max(1) >= threshold
+    locked_right = shipped_locked.argmax(1) == y_all[locked_eval]
+    report["uncertain"] = {
+        "threshold": threshold, "target": cfg.answered_target, "share": float(1 - confident.mean()),
+        "accuracy_confident": float((pred == y)[confident].mean()) if confident.any() else None,
+        "accuracy_uncertain": float((pred == y)[~confident].mean()) if (~confident).any() else None,
+        "locked_share": float(1 - locked_conf.mean()) if len(locked_conf) else None,
+        "locked_accuracy_confident": float(locked_right[locked_conf].mean()) if locked_conf.any() else None}
     if oof["subcategory_probs"] is not None:
         sp = oof["subcategory_probs"][scored]
         truth = [sub_of[i] for i in np.where(scored)[0]]
@@ -412,26 +485,28 @@ def train_linear(features_dir: Path, out_dir: Path, cfg: TrainConfig, reports_di
             "min_confidence": cfg.subcategory_min_confidence,
             "shown_share": float(shown.sum() / max(with_truth.sum(), 1)),
             "accuracy_shown": float(right[shown].mean()) if shown.any() else None}
+    scored_names = [n for n, sc in zip(names, scored) if sc]
+    scored_families = [f for f, sc in zip(corpus.families, scored) if sc]
     order = np.argsort(-probs.max(1))
     report["worst_mistakes"] = [
-        {"video": names[i], "source": scored_families[i], "true": CLASS_NAMES[y[i]],
+        {"video": scored_names[i], "source": scored_families[i], "true": CLASS_NAMES[y[i]],
          "predicted": CLASS_NAMES[pred[i]], "confidence": float(probs[i].max())}
         for i in order if pred[i] != y[i]][:12]
     if cfg.curve_repeats:
-        log.info("learning curve")
-        report["learning_curve"] = learning_curve(table, blocks, cfg, repeats=cfg.curve_repeats,
-                                                  class_names=CLASS_NAMES)
+        log.info("learning curve by family")
+        report["learning_curve"] = learning_curve(recipe_of(cfg.recipe), corpus, usable, repeats=cfg.curve_repeats,
+                                                  k=cfg.cv_folds or 10, class_names=CLASS_NAMES)
 
-    log.info("fitting %d members on all %d clips", cfg.num_models, len(data.labels))
-    x, y_all, fams_all, subs_all = training_rows(table, np.ones(len(data.labels), bool))
-    models = fit_ensemble(x, y_all, fams_all, blocks, cfg.num_classes, cfg.l2, cfg.num_models,
-                          cfg.member_sources, cfg.seed, subs_all, len(sub_names), temperature)
+    recipe = recipe_of(cfg.recipe)
+    log.info("fitting %d members on all %d clips", recipe.members, len(y_all))
+    models = recipe.fit(corpus, np.arange(len(y_all)), cfg.seed, cfg.num_classes, temperature=temperature)
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in out_dir.glob("best_ensemble_model_*.pt"):
         stale.unlink()
     members = []
     summary = {k: report[k] for k in ("accuracy", "recall", "clip_accuracy", "num_sources")}
     summary["ece"] = report["calibration"]["ece"]
+    summary["locked_accuracy"] = ship["locked"]["accuracy"] if ship["locked"] else None
     for i, model in enumerate(models, 1):
         name = f"best_ensemble_model_{i}.pt"
         save_checkpoint(out_dir / name, model, model.config, pipeline, list(CLASS_NAMES),
@@ -442,10 +517,10 @@ def train_linear(features_dir: Path, out_dir: Path, cfg: TrainConfig, reports_di
         "members": [m["file"] for m in members], "member_metrics": members,
         "class_names": list(CLASS_NAMES), "subcategories": sub_names,
         "model_config": models[0].config, "train_config": asdict(cfg), "pipeline": pipeline.to_dict(),
-        "thresholds": {"uncertain_below": cfg.uncertain_below,
+        "thresholds": {"uncertain_below": threshold,
                        "subcategory_min_confidence": cfg.subcategory_min_confidence},
         "crossval": summary,
-        "training_data": {"files": [p.name for p in paths], "num_clips": int(len(data.labels)),
+        "training_data": {"files": [p.name for p in paths], "num_clips": int(len(y_all)),
                           "sha256": data_digest(*paths)},
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
