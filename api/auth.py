@@ -1,4 +1,8 @@
-"""API keys, per-key rate limits and the same-origin check, in one before_request hook.
+"""API keys, per-key rate limits, the Host check and the same-origin check, in one before_request hook.
+
+  * Host (every request): only the names the API is served as (ALLOWED_HOSTS, the bound address,
+    loopback names) are answered; others get 400 `bad_host`, so a page on a rebound host name
+    cannot reach a keyless API on 127.0.0.1. With keys required and no ALLOWED_HOSTS, any Host.
 
 Guarded: every write (POST/PUT/PATCH/DELETE under /api) and every export (GET /api/jobs?format=csv or
 ?download=1).
@@ -84,7 +88,33 @@ def _unauthorized(code: str, message: str) -> ApiError:
     return ApiError(401, code, message, www_authenticate=True)
 
 
+LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
+
+
+def _host_name(host: str) -> str:
+    host = host.strip().lower()
+    if host.startswith("["):                  # [::1]:5000
+        return host[1:].split("]", 1)[0]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def _check_host() -> None:
+    name = _host_name(request.host)
+    configured = {h.strip().lower() for h in (current_app.config.get("ALLOWED_HOSTS") or "").split(",") if h.strip()}
+    bound = _host_name(current_app.config.get("VIDCLASS_BIND_HOST") or "")
+    if name in LOOPBACK_NAMES or name in configured or "*" in configured or (bound and name == bound):
+        return
+    if not configured:
+        from api.store import get_session
+
+        if keys_required(get_session()):
+            return
+    raise ApiError(400, "bad_host", f"this server does not answer for host {name!r}; add it to "
+                                    "ALLOWED_HOSTS if it is one of this server's names")
+
+
 def before_request():
+    _check_host()
     if not _guarded():
         return None
     from api.store import get_session

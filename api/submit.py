@@ -13,7 +13,6 @@ from urllib.parse import urlsplit
 from flask import current_app, request
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
-from werkzeug.utils import secure_filename
 
 from api.errors import ApiError
 from api.store import celery, fast_call, get_session
@@ -221,8 +220,24 @@ def mark_published(where) -> None:
     session.commit()
 
 
+def upload_name(filename: str | None) -> str:
+    """An uploaded file's name as stored and shown: its last path part, NFC, in any script (UTF-8
+    kept, unlike werkzeug's ASCII-only secure_filename), with control characters, separators and
+    leading dots removed; at most 150 characters, extension kept; "upload.bin" if nothing is left."""
+    import unicodedata
+
+    name = unicodedata.normalize("NFC", (filename or "").replace("\\", "/").rsplit("/", 1)[-1])
+    name = "".join(c if (c.isalnum() or c in " ._-()[]+,") else "_" for c in name
+                   if unicodedata.category(c)[0] != "C")
+    name = " ".join(name.split()).lstrip(". ")
+    if len(name) > 150:
+        stem, dot, ext = name.rpartition(".")
+        name = (stem[:140] + dot + ext[:9]) if dot and len(ext) < 10 else name[:150]
+    return name or "upload.bin"
+
+
 def save_upload(job_id: str, upload) -> str:
-    name = secure_filename(upload.filename or "") or "upload.bin"
+    name = upload_name(upload.filename)
     folder = Path(current_app.config["UPLOAD_DIR"]) / job_id
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
@@ -243,7 +258,7 @@ def job_request() -> tuple[str, str, dict]:
         callback = request.form.get("callback_url") or None
         if callback:
             check_url(callback, "callback_url")
-        return "upload", secure_filename(upload.filename or "") or "upload.bin", \
+        return "upload", upload_name(upload.filename), \
             {"upload": upload, "callback_url": callback, "options": job_options(request.form)}
     if not request.is_json:
         raise ApiError(415, "unsupported_media_type",

@@ -114,6 +114,14 @@ SETTINGS: tuple[Setting, ...] = (
             "1: every write and export endpoint needs `Authorization: Bearer <key>` (keys from "
             "`vidclass keys create`). Keys are required anyway as soon as one exists. Off: the API "
             "is open, which only suits 127.0.0.1 (`vidclass up` on another address turns it on)."),
+    Setting("ALLOWED_HOSTS", "", str,
+            "Comma-separated host names (as in the Host header, without the port; `*` for any) the API "
+            "answers besides localhost, 127.0.0.1, ::1 and the address it was started on "
+            "(VIDCLASS_BIND_HOST, set by `vidclass api` and `vidclass up`). Any other Host gets 400 "
+            "`bad_host`, so a page on a host name that resolves to 127.0.0.1 (DNS rebinding) cannot "
+            "use a keyless API. When keys are required and this is empty, every Host is answered."),
+    Setting("VIDCLASS_BIND_HOST", "", str,
+            "The address the API was started on (set by `vidclass api` / `vidclass up`); its Host is allowed."),
     Setting("RATE_LIMIT_PER_MIN", 600, int,
             "Write and export requests per minute and API key (HTTP 429 with Retry-After above; "
             "0 = no limit). Counted in Redis, so shared by every API process."),

@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 from service.supervisor import cmd_up
-from service.processes import (ALL_QUEUES, api_argv, default_concurrency, flower_argv, port_problem, refuse_port,
-                               resolve_port, worker_argv)
+from service.processes import (ALL_QUEUES, api_argv, api_env, default_concurrency, flower_argv, port_problem,
+                               refuse_port, resolve_port, worker_argv)
 
 
 def register(subparsers) -> None:
@@ -166,6 +166,11 @@ def cmd_api(args) -> int:
     if before != after:
         print(f"database {session.database_url()} migrated from {before or 'empty'} to {after}", flush=True)
     session.dispose_all()         # no pooled connections inherited across exec
+    env = api_env(args.host, os.environ)
+    if env.get("VIDCLASS_REQUIRE_KEYS") != os.environ.get("VIDCLASS_REQUIRE_KEYS"):
+        print(f"API keys: required: {args.host} is reachable from other hosts (`vidclass keys create` "
+              f"makes one; serve on 127.0.0.1 for a keyless local API)", flush=True)
+    os.environ.update(env)
     os.execv(sys.executable, api_argv(args.host, port, args.processes, args.threads))
     return 0  # not reached
 

@@ -88,3 +88,25 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def api_env(host: str, env: dict) -> dict:
+    """The API's environment for serving on `host`: one rule for every way it starts (`vidclass
+    api`, `vidclass up`): reachable from other hosts means keys required (VIDCLASS_REQUIRE_KEYS=1
+    unless set), and the bound address is a Host the API answers."""
+    env = dict(env)
+    if not is_loopback(host) and not env.get("VIDCLASS_REQUIRE_KEYS"):
+        env["VIDCLASS_REQUIRE_KEYS"] = "1"
+    env["VIDCLASS_BIND_HOST"] = host
+    return env

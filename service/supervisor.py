@@ -9,7 +9,8 @@ import sys
 import time
 
 from service.embedded_redis import start_embedded_redis
-from service.processes import api_argv, free_port, port_problem, refuse_port, resolve_port, worker_argv
+from service.processes import (api_argv, api_env, free_port, port_problem, refuse_port, resolve_port,
+                               worker_argv)
 
 
 class Supervised:
@@ -69,17 +70,6 @@ def _kill_group(pgid: int) -> None:
         pass
 
 
-def _is_loopback(host: str) -> bool:
-    import ipaddress
-
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def cmd_up(args) -> int:
     from db import session, settings
 
@@ -113,8 +103,7 @@ def cmd_up(args) -> int:
             print(f"embedded Redis on {url}", flush=True)
         session.upgrade()
         print(f"database {session.database_url()} at revision {session.current_revision()}", flush=True)
-        if not _is_loopback(args.host) and not os.environ.get("VIDCLASS_REQUIRE_KEYS"):
-            env["VIDCLASS_REQUIRE_KEYS"] = "1"      # reachable from the network: never open by default
+        env.update(api_env(args.host, env))      # reachable from the network: never open by default
         workers = args.workers or settings.get("WORKER_CONCURRENCY")
         # Downloads on threads without the model, so a slow server never idles a model process;
         # the classification processes take jobs whose video is on disk.

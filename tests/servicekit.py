@@ -251,8 +251,8 @@ def copy_clips(folder: Path) -> dict[str, Path]:
 class ApiServer:
     """`vidclass api` (gunicorn) as a real process on a free port, in its own process group."""
 
-    def __init__(self, env: dict, log: Path | None = None, processes: int = 1):
-        self.env, self.log, self.processes = env, log, processes
+    def __init__(self, env: dict, log: Path | None = None, processes: int = 1, host: str = "127.0.0.1"):
+        self.env, self.log, self.processes, self.host = env, log, processes, host
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
@@ -263,7 +263,7 @@ class ApiServer:
 
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "vidclass.cli", "api", "--port", str(self.port),
+            [sys.executable, "-m", "vidclass.cli", "api", "--host", self.host, "--port", str(self.port),
              "--processes", str(self.processes), "--threads", "4"],
             cwd=REPO, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 

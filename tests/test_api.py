@@ -127,6 +127,13 @@ def test_upload_is_stored_in_upload_dir(api):
     with io.BytesIO(b"") as empty:
         r = c.post("/api/jobs", data={"file": (empty, "e.mp4")}, content_type="multipart/form-data")
     assert r.get_json()["code"] == "empty_file"
+    # Names keep their UTF-8; path parts and control characters go.
+    for sent, kept in (("動画 テスト.mp4", "動画 テスト.mp4"), ("../../évidéo\x01.mkv", "évidéo.mkv")):
+        with open(clip, "rb") as f:
+            job = c.post("/api/jobs", data={"file": (f, sent)}, content_type="multipart/form-data").get_json()
+        assert job["source"] == kept, job
+        with session.session_scope(api["url"]) as s:
+            assert Path(s.get(Job, job["id"]).file_path).name == kept
 
 
 def test_batch_reports_bad_lines_and_queues_good_ones(api):

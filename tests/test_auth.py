@@ -112,3 +112,24 @@ def test_require_keys_setting_closes_the_api_without_any_key(redis_url, tmp_path
         r = client.post("/api/jobs", json={"url": "https://example.org/x.mp4"})
         assert r.status_code == 401 and r.get_json()["code"] == "api_key_required"
         assert client.get("/api/health").get_json()["auth"]["keys_required"] is True
+
+
+def test_a_rebound_host_name_is_refused_by_a_keyless_api(redis_url, tmp_path):
+    """DNS rebinding: a page on evil.example (resolving to 127.0.0.1) must not use a keyless API."""
+    url = f"sqlite:///{tmp_path / 'host.db'}"
+    env = kit.service_env(tmp_path, redis_url, url, tmp_path, tmp_path)
+    env.pop("VIDCLASS_REQUIRE_KEYS", None)
+    with kit.environ(env):
+        from api import create_app
+        from db import session
+        session.upgrade(url)
+        client = create_app({"TESTING": True}).test_client()
+        evil = {"Host": "evil.example:5077", "Origin": "http://evil.example:5077"}
+        r = client.post("/api/jobs", json={"url": "https://example.org/x.mp4"}, headers=evil)
+        assert r.status_code == 400 and r.get_json()["code"] == "bad_host"
+        assert client.get("/api/jobs", headers={"Host": "evil.example:5077"}).status_code == 400
+        for host in ("localhost:5077", "127.0.0.1:5077", "[::1]:5077"):
+            assert client.get("/api/jobs", headers={"Host": host}).status_code == 200, host
+        named = create_app({"TESTING": True, "ALLOWED_HOSTS": "vidclass.lan"}).test_client()
+        assert named.get("/api/jobs", headers={"Host": "vidclass.lan:5077"}).status_code == 200
+        assert named.get("/api/jobs", headers={"Host": "evil.example"}).status_code == 400

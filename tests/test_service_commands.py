@@ -28,6 +28,19 @@ def test_api_on_a_never_migrated_database_migrates_it_first(redis_url, tmp_path)
     assert "migrated from empty to 0004_job_options" in (tmp_path / "api.log").read_text()
 
 
+def test_api_reachable_from_other_hosts_requires_keys(redis_url, tmp_path):
+    """`vidclass api --host 0.0.0.0` follows `vidclass up`'s rule: no key, no writes."""
+    env = kit.service_env(tmp_path, redis_url, f"sqlite:///{tmp_path / 'open.db'}", tmp_path / "m", tmp_path / "f")
+    env.pop("VIDCLASS_REQUIRE_KEYS", None)
+    server = kit.ApiServer(env, log=tmp_path / "api.log", host="0.0.0.0").start()
+    try:
+        status, _, body = kit.call("POST", server.base + "/api/jobs", {"url": "https://example.org/x.mp4"})
+        assert status == 401 and body["code"] == "api_key_required", body
+    finally:
+        server.stop()
+    assert "API keys: required" in (tmp_path / "api.log").read_text()
+
+
 def test_a_busy_port_is_refused_before_anything_starts(tmp_path):
     env = kit.service_env(tmp_path, "", f"sqlite:///{tmp_path / 'p.db'}", tmp_path / "m", tmp_path / "f")
     with socket.socket() as busy:
