@@ -156,9 +156,18 @@ def history_query():
     return query.order_by(primary.nulls_last() if sort in NULLABLE_SORTS else primary, tiebreak)
 
 
+HISTORY_ARGS = {"status", "label", "subcategory", "batch", "source_kind", "q", "created_from", "created_to",
+                "min_confidence", "corrected", "disagrees", "uncertain", "sort", "order", "page", "cursor",
+                "per_page", "format", "download"}
+
+
 def history_filters():
     """(SELECT with the filters, sort name, order) of GET /api/jobs's arguments."""
     args = request.args
+    unknown = sorted(set(args) - HISTORY_ARGS)
+    if unknown:       # a misspelt filter (`lable=`) would otherwise return everything
+        raise ApiError(400, "unknown_parameter", f"unknown query parameter {unknown[0]!r}; known: "
+                                                 f"{', '.join(sorted(HISTORY_ARGS))}", field=unknown[0])
     query = select(Job)
     status = args.get("status")
     if status:
@@ -170,6 +179,9 @@ def history_filters():
         query = query.where(Job.status.in_(wanted))
     if args.get("label"):
         query = query.where(Job.label.in_(_labels(args["label"], "label")))
+    if args.get("subcategory"):
+        wanted = [v.strip() for v in args["subcategory"].split(",") if v.strip()]
+        query = query.where(Job.subcategory.in_(wanted))
     if args.get("batch"):
         query = query.where(Job.batch_id == args["batch"])
     corrected = _flag_arg("corrected")

@@ -37,7 +37,7 @@ SEGMENT_OPTIONS = {
     "segments": {"description": "per-segment timeline: true, false or \"auto\" (default: on for videos "
                                 "longer than SEGMENT_MIN_VIDEO_S)",
                  "oneOf": [{"type": "boolean"}, {"type": "string", "enum": ["auto"]}]},
-    "min_segment_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 3600,
+    "min_segment_s": {"type": "number", "minimum": 0, "exclusiveMinimum": True, "maximum": 3600,
                       "description": "shortest timeline segment in seconds (default SEGMENT_MIN_S)"},
 }
 
@@ -79,6 +79,7 @@ SPEC = {
                         _q("status", {"type": "string"}, "comma-separated statuses"),
                         _q("label", {"type": "string"}, "comma-separated class names, any case "
                                                         "(400 bad_filter for an unknown one)"),
+                        _q("subcategory", {"type": "string"}, "comma-separated subcategories (e.g. racing)"),
                         _q("batch", {"type": "string"}, "batch id"),
                         _q("source_kind", {"type": "string", "enum": ["url", "upload", "test-set"]}, ""),
                         _q("q", {"type": "string"}, "substring of the source (URL, file or video name)"),

@@ -107,6 +107,18 @@ def test_label_and_confidence_filters_are_checked(api, qs, ok):
         assert r.get_json()["field"] == qs.split("=")[0]
 
 
+def test_unknown_history_parameters_are_refused(api):
+    """A misspelt filter (`lable=`) must not silently return every job."""
+    c = api["client"]
+    for qs in ("lable=Gaming", "format=csv&stauts=done", "download=1&x=1"):
+        r = c.get(f"/api/jobs?{qs}")
+        assert r.status_code == 400 and r.get_json()["code"] == "unknown_parameter", qs
+    tag = "sx" + kit.uuid.uuid4().hex[:8]
+    labelled, _ = add_jobs(api, [("done", "Gaming", 0.8), ("queued", None, None)], tag)
+    assert {j["id"] for j in c.get(f"/api/jobs?q={tag}&subcategory=racing,platformer_2d").get_json()["jobs"]} == {labelled}
+    assert c.get(f"/api/jobs?q={tag}&subcategory=racing").get_json()["jobs"] == []
+
+
 def test_label_filter_ignores_case(api):
     c = api["client"]
     tag = "lx" + kit.uuid.uuid4().hex[:8]
