@@ -5,8 +5,9 @@
     cannot reach a keyless API on 127.0.0.1. With keys required and no ALLOWED_HOSTS, any Host.
 
 Guarded: every write (POST/PUT/PATCH/DELETE under /api) and every export (GET /api/jobs?format=csv or
-?download=1).
-Reads stay open, so the web UI can show status and history before it has a key.
+?download=1); and, when keys are required, every other /api read too (history, results, source
+URLs, thumbnails), but for /api/health, /api/openapi.json and /api/docs. Without keys (a local
+API on 127.0.0.1) reads stay open.
 
   * Keys are required when VIDCLASS_REQUIRE_KEYS=1 or as soon as one unrevoked key exists
     (creating the first key closes the API; no restart).
@@ -53,16 +54,22 @@ def keys_required(session) -> bool:
     return session.execute(select(ApiKey.id).where(ApiKey.revoked_at.is_(None)).limit(1)).first() is not None
 
 
-def _guarded() -> bool:
-    if not request.path.startswith("/api/"):
-        return False
+PUBLIC_READS = ("/api/health", "/api/openapi.json", "/api/docs")
+
+
+def _guarded() -> str | None:
+    """"write" (writes and exports: a key or, keyless, this origin), "read" (a key when keys are
+    required) or None (not guarded)."""
+    if not request.path.startswith("/api/") or request.path in PUBLIC_READS:
+        return None
     if request.method in UNSAFE:
-        return True
+        return "write"
     if request.method == "GET" and request.path == "/api/jobs":
         from api.jobs import is_export
 
-        return is_export()
-    return False
+        if is_export():
+            return "write"
+    return "read"
 
 
 def _check_origin() -> None:
@@ -115,14 +122,15 @@ def _check_host() -> None:
 
 def before_request():
     _check_host()
-    if not _guarded():
+    kind = _guarded()
+    if kind is None:
         return None
     from api.store import get_session
 
     token = _bearer()
     if token is None and request.headers.get("Authorization"):
         raise _unauthorized("invalid_api_key", "Authorization must be `Bearer <API key>`")
-    if token is None:
+    if token is None and kind == "write":
         _check_origin()
     session = get_session()
     if token is None:
@@ -138,7 +146,8 @@ def before_request():
     if key.last_used_at is None or key.last_used_at < now - timedelta(minutes=1):
         session.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now))
         session.commit()
-    _rate_limit(key.id)
+    if kind == "write":       # reads (the UI polls them) do not count against the limit
+        _rate_limit(key.id)
     return None
 
 

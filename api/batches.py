@@ -4,10 +4,11 @@ from __future__ import annotations
 import csv
 
 from flask import Blueprint, current_app, jsonify, request
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from api.errors import ApiError
+from api.jobs import delete_jobs
 from api.store import celery, get_session
 from api.submit import (check_key_reuse, check_url, idempotency_key, json_body, mark_published,
                         request_digest, url_problem)
@@ -261,3 +262,14 @@ def get_batch(batch_id):
 
 def batch_state(batch: Batch):
     return jsonify({**batch.to_dict(), **_progress(batch, *summarise([batch.id]).get(batch.id, ({}, {}, 0)))})
+
+
+@bp.delete("/<batch_id>")
+def delete_batch(batch_id):
+    """The batch, its jobs and their stored files (uploads, downloads, thumbnails)."""
+    batch = _load_batch(batch_id)
+    session = get_session()
+    delete_jobs(session, session.execute(select(Job).where(Job.batch_id == batch.id)).scalars().all())
+    session.execute(delete(Batch).where(Batch.id == batch.id))
+    session.commit()
+    return "", 204

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from flask import Blueprint, Response, current_app, jsonify, request, send_file, stream_with_context
-from sqlalchemy import func, select, tuple_, update
+from sqlalchemy import delete, func, select, tuple_, update
 
 from api.errors import ApiError
 from api.store import get_session
@@ -110,6 +110,40 @@ def set_label(job_id):
     job.labelled_at = utcnow() if label else None
     session.commit()
     return jsonify(job.to_dict())
+
+
+def remove_stored_files(job: Job) -> None:
+    """A job's stored data on disk: its upload or download and its thumbnails."""
+    import shutil
+
+    from db import settings
+
+    for folder in (Path(current_app.config["UPLOAD_DIR"]) / job.id, Path(settings.download_dir()) / job.id,
+                   Path(current_app.config["THUMBNAIL_DIR"]) / job.id):
+        shutil.rmtree(folder, ignore_errors=True)
+    for path in [job.file_path] + list(job.thumbnail_paths or []):
+        if path:
+            Path(path).unlink(missing_ok=True)
+
+
+def delete_jobs(session, jobs: list[Job]) -> None:
+    """Delete jobs with their callbacks and stored files. A worker still running one notices at its
+    next write (the row is gone) and stops."""
+    from db.models import Callback
+
+    ids = [j.id for j in jobs]
+    for job in jobs:
+        remove_stored_files(job)
+    session.execute(delete(Callback).where(Callback.job_id.in_(ids)))
+    session.execute(delete(Job).where(Job.id.in_(ids)))
+    session.commit()
+
+
+@bp.delete("/<job_id>")
+def delete_job(job_id):
+    session = get_session()
+    delete_jobs(session, [load_job(job_id)])
+    return "", 204
 
 
 @bp.get("/<job_id>/thumbnails/<int:n>.jpg")

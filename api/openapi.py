@@ -111,7 +111,10 @@ SPEC = {
                         "text/csv": {"schema": {"type": "string"}}}}, "400": ERR, **GUARDED}},
         },
         "/api/jobs/{job_id}": {
-            "get": {"summary": "One job", "parameters": [JOB_ID], "responses": {"200": JOB, "404": ERR}}},
+            "get": {"summary": "One job", "parameters": [JOB_ID], "responses": {"200": JOB, "404": ERR}},
+            "delete": {"summary": "Delete a job with its stored upload or download and its thumbnails",
+                       "parameters": [JOB_ID],
+                       "responses": {"204": {"description": "Deleted"}, "404": ERR, **GUARDED}}},
         "/api/jobs/{job_id}/cancel": {
             "post": {"summary": "Cancel a queued or running job", "parameters": [JOB_ID],
                      "responses": {"200": JOB, "404": ERR, "409": ERR, **GUARDED}}},
@@ -167,7 +170,10 @@ SPEC = {
             "get": {"summary": "A batch with counts per status and progress",
                     "parameters": [{"name": "batch_id", "in": "path", "required": True,
                                     "schema": {"type": "string"}}],
-                    "responses": {"200": _json(_ref("Batch"), "The batch"), "404": ERR}}},
+                    "responses": {"200": _json(_ref("Batch"), "The batch"), "404": ERR}},
+            "delete": {"summary": "Delete a batch with its jobs and their stored files",
+                       "parameters": [BATCH_ID],
+                       "responses": {"204": {"description": "Deleted"}, "404": ERR, **GUARDED}}},
         "/api/batches/{batch_id}/cancel": {
             "post": {"summary": "Cancel the batch's queued and running jobs (finished ones stay)",
                      "parameters": [BATCH_ID],

@@ -382,3 +382,30 @@ def test_a_test_set_name_is_never_accepted_unchecked(api):
     assert r.status_code == 503 and r.get_json()["code"] == "no_worker", r.get_json()
     hist = api["client"].get("/api/jobs?source_kind=test-set").get_json()
     assert hist["total"] == 0
+
+
+def test_delete_removes_a_job_its_files_and_a_whole_batch(api):
+    from pathlib import Path
+
+    c = api["client"]
+    clip = kit.CLIPS[0]
+    with open(clip, "rb") as f:
+        job = c.post("/api/jobs", data={"file": (f, clip.name)}, content_type="multipart/form-data").get_json()
+    from db import session
+    from db.models import Job
+    with session.session_scope(api["url"]) as s:
+        stored = Path(s.get(Job, job["id"]).file_path)
+    thumbs = Path(api["env"]["THUMBNAIL_DIR"]) / job["id"]
+    thumbs.mkdir(parents=True, exist_ok=True)
+    (thumbs / "0.jpg").write_bytes(b"jpeg")
+    assert stored.is_file()
+    assert c.delete(f"/api/jobs/{job['id']}").status_code == 204
+    assert not stored.exists() and not thumbs.exists()
+    assert c.get(f"/api/jobs/{job['id']}").status_code == 404
+    assert c.delete(f"/api/jobs/{job['id']}").get_json()["code"] == "job_not_found"
+    batch = c.post("/api/batches", json={"urls": ["https://example.org/d1.mp4", "https://example.org/d2.mp4"]}).get_json()
+    ids = [j["id"] for j in c.get(f"/api/jobs?batch={batch['id']}").get_json()["jobs"]]
+    assert len(ids) == 2
+    assert c.delete(f"/api/batches/{batch['id']}").status_code == 204
+    assert c.get(f"/api/batches/{batch['id']}").status_code == 404
+    assert all(c.get(f"/api/jobs/{i}").status_code == 404 for i in ids)

@@ -206,8 +206,9 @@ def test_corrections_and_exports_need_a_key_when_keys_are_on(api):
         r = c.put(f"/api/jobs/{job}/label", json={"label": "Animation"})
         assert r.status_code == 401 and r.get_json()["code"] == "api_key_required"
         assert c.get("/api/jobs?download=1").status_code == 401
-        assert c.get("/api/jobs").status_code == 200                  # reads stay open
+        assert c.get("/api/jobs").status_code == 401                  # reads too, once keys are on
         auth_header = {"Authorization": f"Bearer {token}"}
+        assert c.get("/api/jobs", headers=auth_header).status_code == 200
         r = c.put(f"/api/jobs/{job}/label", json={"label": "Animation"}, headers=auth_header)
         assert r.status_code == 200 and r.get_json()["true_label"] == "Animation"
         assert c.get("/api/jobs?download=1&per_page=1", headers=auth_header).status_code == 200

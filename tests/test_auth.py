@@ -56,15 +56,22 @@ def test_keys_same_origin_rate_limits_and_revocation(api):
         with session.session_scope() as s:
             assert token not in {k.key_hash for k in s.query(ApiKey)}      # stored hashed only
 
-    # A key exists: writes and exports need one; reads stay open.
+    # A key exists: writes, exports and reads need one (health and the API docs stay open).
     status, headers, body = _submit(api)
     assert status == 401 and body["code"] == "api_key_required" and "Bearer" in headers["WWW-Authenticate"]
     for bad in ("Bearer vck_nope", "Basic dXNlcjpwYXNz", "Bearer"):
         status, _, body = _submit(api, {"Authorization": bad})
         assert status == 401 and body["code"] == "invalid_api_key", bad
     assert kit.call("GET", base + "/api/jobs?format=csv")[0] == 401
-    assert kit.call("GET", base + "/api/jobs")[0] == 200
+    first = kit.call("GET", base + "/api/jobs?per_page=500", headers={"Authorization": f"Bearer {token}"})[2]["jobs"][0]
+    for path in ("/api/jobs", "/api/jobs?per_page=500", f"/api/jobs/{first['id']}", "/api/batches",
+                 f"/api/jobs/{first['id']}/thumbnails/0.jpg", "/api/dashboard", "/api/videos"):
+        status, _, body = kit.call("GET", base + path)
+        assert status == 401 and body["code"] == "api_key_required", path
+    for path in ("/api/health", "/api/openapi.json", "/api/docs"):
+        assert kit.call("GET", base + path)[0] == 200, path
     auth = {"Authorization": f"Bearer {token}"}
+    assert kit.call("GET", base + f"/api/jobs/{first['id']}", headers=auth)[0] == 200
     status, _, job = _submit(api, auth)
     assert status == 202
     assert kit.call("POST", base + f"/api/jobs/{job['id']}/cancel")[0] == 401

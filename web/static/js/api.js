@@ -109,6 +109,25 @@ export function query(params) {
   return s ? `?${s}` : "";
 }
 
+// An image behind the API: with a key (the server then guards reads) <img src> cannot send it,
+// so fetch the bytes with the key and show them from a blob URL; onload(url) gets that URL.
+export function keyedImage(img, path, onload) {
+  if (!apiKey()) {
+    img.src = path;
+    if (onload) onload(path);
+    return img;
+  }
+  fetch(path, { headers: authHeaders(), credentials: "same-origin" })
+    .then((r) => (r.ok ? r.blob() : Promise.reject(new Error(String(r.status)))))
+    .then((blob) => {
+      const url = URL.createObjectURL(blob);
+      img.src = url;
+      if (onload) onload(url);
+    })
+    .catch(() => { img.hidden = true; });
+  return img;
+}
+
 // A download that needs the key: links cannot send headers, so fetch it and save the blob.
 export async function downloadWithKey(path, filename) {
   const response = await fetch(path, { headers: authHeaders(), credentials: "same-origin" });

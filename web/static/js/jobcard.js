@@ -5,6 +5,7 @@ import {
   CLASS_NAMES, ACTIVE, STAGE_TEXT, jobError, sourceName, sourceKindText, thumbnailUrls, progressOf,
   members, sortedClasses,
 } from "./model.js";
+import { keyedImage } from "./api.js";
 
 export function shortId(id) {
   return String(id).length > 12 ? String(id).slice(0, 8) : String(id);
@@ -92,9 +93,13 @@ function thumbnails(job) {
   const urls = thumbnailUrls(job);
   if (!urls.length) return null;
   return h("div", { class: "thumbs", role: "list", "aria-label": "Sampled frames" },
-    urls.map((u, i) => h("a", { href: u, target: "_blank", rel: "noopener", role: "listitem",
-      "aria-label": `Sampled frame ${i + 1} of ${urls.length} (opens full size)` },
-    h("img", { src: u, alt: "", loading: "lazy", width: 112, height: 63 }))));
+    urls.map((u, i) => {
+      const link = h("a", { target: "_blank", rel: "noopener", role: "listitem",
+        "aria-label": `Sampled frame ${i + 1} of ${urls.length} (opens full size)` });
+      link.append(keyedImage(h("img", { alt: "", loading: "lazy", width: 112, height: 63 }), u,
+        (src) => { link.href = src; }));
+      return link;
+    }));
 }
 
 function clock(t) {
@@ -126,8 +131,8 @@ function timeline(job) {
       for (const b of ev.currentTarget.parentNode.children) b.classList.toggle("is-selected", b === ev.currentTarget);
       caption.textContent = describe(s);
       if (s.thumbnail) {
-        img.src = s.thumbnail;
         img.hidden = false;
+        keyedImage(img, s.thumbnail);
       } else img.hidden = true;
       preview.hidden = false;
     },
