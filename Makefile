@@ -44,8 +44,9 @@ test: venv browser
 	$(VENV)/bin/python -m pytest
 
 # Retrain the shipped model from scratch on a labelled corpus: features of every clip
-# (resumable), leave-one-source-out cross-validation, calibration and the learning curve
-# (reports/), then the ensemble fitted on every clip (models_enhanced/).
+# (resumable), family folds and locked families for the shipped recipe, the baseline and the
+# previous recipe (the gate), calibration and the learning curve (reports/), then the ensemble
+# fitted on every clip (models_enhanced/).
 CORPUS ?= ../shared/corpus
 model: venv
 	$(VENV)/bin/vidclass extract $(CORPUS) --out features_enhanced --index-dir data/processed/test --test-fraction 0.2

@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from api.errors import ApiError
 from api.jobs import delete_jobs
 from api.store import celery, get_session
-from api.submit import (check_key_reuse, check_url, idempotency_key, json_body, mark_published,
+from api.submit import (check_key_reuse, check_url, idempotency_key, job_options, json_body, mark_published,
                         request_digest, url_problem)
 from db.models import FINAL, RUN_RESULT_COLUMNS, Batch, Job, new_id, new_ids, utcnow
 from worker.enqueue import publish_jobs
@@ -56,7 +56,8 @@ def _request_lines() -> tuple[list[tuple[int, object]], dict]:
         name = (upload.filename or "").lower()
         is_csv = name.endswith(".csv") or (upload.mimetype or "") in ("text/csv", "application/csv")
         return parse_lines(text, is_csv), {"name": request.form.get("name") or upload.filename,
-                                           "callback_url": request.form.get("callback_url") or None}
+                                           "callback_url": request.form.get("callback_url") or None,
+                                           "options": job_options(request.form)}
     if not request.is_json:
         raise ApiError(415, "unsupported_media_type",
                        "send JSON {\"urls\": [...]} or a multipart `file` (text or CSV)")
@@ -65,13 +66,15 @@ def _request_lines() -> tuple[list[tuple[int, object]], dict]:
     if isinstance(body.get("text"), str) and urls is None:
         # A pasted list, as typed: the same parser as an uploaded file.
         return parse_lines(body["text"], bool(body.get("csv"))), {"name": body.get("name"),
-                                                                   "callback_url": body.get("callback_url")}
+                                                                   "callback_url": body.get("callback_url"),
+                                                                   "options": job_options(body)}
     if not isinstance(urls, list):
         raise ApiError(400, "missing_urls", "JSON body needs `urls` (a list of URLs) or `text` (the "
                                             "list as typed: one URL a line, # comments)", field="urls")
     lines = [(n, u.strip() if isinstance(u, str) else u) for n, u in enumerate(urls, 1)
              if not (isinstance(u, str) and not u.strip())]
-    return lines, {"name": body.get("name"), "callback_url": body.get("callback_url")}
+    return lines, {"name": body.get("name"), "callback_url": body.get("callback_url"),
+                   "options": job_options(body)}
 
 
 @bp.post("")
@@ -114,7 +117,9 @@ def create_batch():
 
     session = get_session()
     key = idempotency_key()
-    digest = request_digest([v for _, v in lines], name, callback) if key else None
+    # Options count only when given, so a key made before options existed still matches.
+    digest = request_digest([v for _, v in lines], name, callback,
+                            *([extras["options"]] if extras["options"] else [])) if key else None
     if key:
         existing = _batch_by_key(key)
         if existing is not None:
@@ -136,7 +141,8 @@ def create_batch():
     # right after. If this process dies in between, a worker publishes them within seconds.
     rows = [{"id": job_id, "batch_id": batch.id, "source_kind": "url", "source": url,
              "status": "queued", "progress": 0, "attempts": 0, "created_at": now, "enqueued_at": None,
-             "callback_url": callback, "thumbnails_count": 0} for job_id, url in zip(new_ids(len(good)), good)]
+             "callback_url": callback, "thumbnails_count": 0, "options": extras["options"]}
+            for job_id, url in zip(new_ids(len(good)), good)]
     # One multi-row INSERT per chunk (SQLAlchemy "insertmanyvalues"), then one commit.
     session.connection().execute(insert(Job.__table__), rows)
     try:

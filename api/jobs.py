@@ -30,7 +30,8 @@ TIMING_COLUMNS = ("download_s", "sample_s", "features_s", "classify_s", "thumbna
 CSV_COLUMNS = ("id", "batch_id", "source_kind", "source", "status", "progress", "label", "confidence",
                "subcategory", "subcategory_confidence", "agreement", "true_label", "labelled_at",
                "model_version", "error_code", "error_message", "attempts", "created_at", "started_at",
-               "finished_at", *PROBABILITY_COLUMNS, *TIMING_COLUMNS)
+               "finished_at", *PROBABILITY_COLUMNS, *TIMING_COLUMNS, "mixed", "whole_video_label",
+               "whole_video_confidence")
 
 
 @bp.post("")
@@ -102,7 +103,7 @@ def set_label(job_id):
     if raw is not None and not isinstance(raw, str):
         raise ApiError(400, "bad_label", "label must be a class name or null", field="label")
     label = _labels(raw, "label", "bad_label") if raw is not None else []
-    if raw is not None and len(label) != 1:
+    if raw is not None and (len(label) != 1 or label[0] not in CLASS_NAMES):
         raise ApiError(400, "bad_label", f"label must be one of {', '.join(CLASS_NAMES)}", field="label")
     session = get_session()
     job = load_job(job_id)
@@ -268,7 +269,8 @@ def _flag_arg(name: str) -> bool | None:
     raise ApiError(400, "bad_filter", f"{name} must be 1 or 0", field=name)
 
 
-_CANONICAL_LABELS = {name.lower(): name for name in CLASS_NAMES}
+# A filter may also ask for "mixed": videos whose timeline has no dominant class.
+_CANONICAL_LABELS = {name.lower(): name for name in CLASS_NAMES} | {"mixed": "mixed"}
 
 
 def _labels(raw: str, field: str, code: str = "bad_filter") -> list[str]:
@@ -461,6 +463,8 @@ def _csv_row(job: Job) -> list:
     for column in TIMING_COLUMNS:
         value = timings.get(column)
         d[column] = value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    whole = job.whole_video or {}
+    d["whole_video_label"], d["whole_video_confidence"] = whole.get("label"), whole.get("confidence")
     return [csv_cell(d[c]) for c in CSV_COLUMNS]
 
 

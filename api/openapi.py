@@ -157,12 +157,13 @@ SPEC = {
                              "text": {"type": "string", "description": "instead of urls: the list as typed, "
                                       "one URL a line; blank lines and lines starting with # are skipped, "
                                       "rejected lines keep the text's own line numbers"},
-                             "name": {"type": "string"}, "callback_url": {"type": "string"}}}},
+                             "name": {"type": "string"}, "callback_url": {"type": "string"},
+                             **SEGMENT_OPTIONS}}},
                          "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
                              "file": {"type": "string", "format": "binary",
                                       "description": "one URL a line (blank and # lines skipped, as `text`); "
                                                      "CSV: `url` column or the first"},
-                             "name": {"type": "string"}}}}}},
+                             "name": {"type": "string"}, **SEGMENT_OPTIONS}}}}},
                      "responses": {"202": _located(_ref("Batch"), "The batch; bad lines in invalid_lines"),
                                    "200": _json(_ref("Batch"), "The batch made earlier with this Idempotency-Key"),
                                    "400": ERR, "413": ERR, "415": ERR, "422": ERR, **GUARDED}}},
@@ -242,7 +243,9 @@ SPEC = {
             "status": {"type": "string", "enum": ["queued", "downloading", "extracting", "classifying",
                                                   "done", "failed", "cancelled"]},
             "progress": {"type": "integer"}, "stage_timings": {"type": "object"},
-            "label": {"type": "string", "nullable": True}, "confidence": {"type": "number", "nullable": True},
+            "label": {"type": "string", "nullable": True,
+                      "description": "a class, or `mixed` when the timeline has no dominant class"},
+            "confidence": {"type": "number", "nullable": True},
             "probabilities": {"type": "object", "nullable": True},
             "subcategory": {"type": "string", "nullable": True},
             "members": {"type": "array", "nullable": True, "items": {"type": "object"}},
@@ -262,7 +265,16 @@ SPEC = {
             "mixed": {"type": "boolean", "nullable": True,
                       "description": "no class labels SEGMENT_MIXED_SHARE of the duration"},
             "label_shares": {"type": "object", "nullable": True,
-                             "additionalProperties": {"type": "number"}}}},
+                             "additionalProperties": {"type": "number"}},
+            "uncertain": {"type": "boolean", "nullable": True,
+                          "description": "top-class confidence under the model's threshold"},
+            "subcategory_confidence": {"type": "number", "nullable": True},
+            "callback_url": {"type": "string", "nullable": True},
+            "callback_status": {"type": "string", "nullable": True},
+            "whole_video": {"type": "object", "nullable": True,
+                            "description": "with a timeline: the whole video's own result (label, "
+                                           "confidence, probabilities, ...); the job's label is the "
+                                           "timeline's, `mixed` when no class dominates"}}},
         "Segment": {"type": "object", "properties": {
             "start": {"type": "number"}, "end": {"type": "number"}, "label": {"type": "string"},
             "confidence": {"type": "number"},

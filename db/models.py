@@ -21,7 +21,7 @@ RUN_RESULT_COLUMNS = (
     "stage_timings", "label", "confidence", "probabilities", "subcategory", "subcategory_confidence",
     "member_probabilities", "agreement", "model_version", "pipeline_version", "error_code",
     "error_message", "started_at", "heartbeat_at", "finished_at", "worker", "task_id",
-    "callback_status", "thumbnail_paths", "uncertain", "segments")
+    "callback_status", "thumbnail_paths", "uncertain", "segments", "whole_video")
 
 
 def utcnow() -> datetime:
@@ -119,6 +119,8 @@ class Job(Base):
     segments: Mapped[list | None] = mapped_column(JSON)
     # Options of the job as submitted: {"segments": true/false/null = auto, "min_segment_s": s/null}.
     options: Mapped[dict | None] = mapped_column(JSON)
+    # With a timeline: the whole video's own result (the job's label is the timeline's).
+    whole_video: Mapped[dict | None] = mapped_column(JSON)
     # The label a user says is right, and when (their own labelled data for `vidclass train`).
     true_label: Mapped[str | None] = mapped_column(String(32), index=True)
     labelled_at: Mapped[datetime | None] = mapped_column(DateTime)
@@ -153,6 +155,7 @@ class Job(Base):
             "true_label": self.true_label, "labelled_at": _iso(self.labelled_at),
             "options": self.options or {},
             "segments": segments_out(self.id, self.segments),
+            "whole_video": self.whole_video,
             **timeline_summary(self.segments),
         }
 

@@ -292,7 +292,7 @@ def test_retry_clears_the_previous_run(api):
 def test_health_and_metrics(api):
     c = api["client"]
     health = c.get("/api/health").get_json()
-    assert health["database"]["ok"] and health["database"]["revision"] == "0004_job_options"
+    assert health["database"]["ok"] and health["database"]["revision"] == "0005_whole_video"
     assert health["queue"]["ok"] and health["queue"]["version"]
     text = c.get("/metrics").data.decode()
     assert 'vidclass_jobs{status="queued"}' in text and "vidclass_queue_depth" in text
@@ -409,3 +409,15 @@ def test_delete_removes_a_job_its_files_and_a_whole_batch(api):
     assert c.delete(f"/api/batches/{batch['id']}").status_code == 204
     assert c.get(f"/api/batches/{batch['id']}").status_code == 404
     assert all(c.get(f"/api/jobs/{i}").status_code == 404 for i in ids)
+
+
+def test_batches_carry_the_timeline_options_to_their_jobs(api):
+    c = api["client"]
+    batch = c.post("/api/batches", json={"urls": ["https://example.org/o1.mp4"], "segments": True,
+                                         "min_segment_s": 5}).get_json()
+    (job,) = c.get(f"/api/jobs?batch={batch['id']}").get_json()["jobs"]
+    assert job["options"] == {"segments": True, "min_segment_s": 5.0}
+    text = c.post("/api/batches", json={"text": "https://example.org/o2.mp4", "segments": False}).get_json()
+    assert c.get(f"/api/jobs?batch={text['id']}").get_json()["jobs"][0]["options"] == {"segments": False}
+    r = c.post("/api/batches", json={"urls": ["https://example.org/o3.mp4"], "segments": "sometimes"})
+    assert r.status_code == 400 and r.get_json()["code"] == "bad_option"

@@ -22,10 +22,10 @@ def test_api_on_a_never_migrated_database_migrates_it_first(redis_url, tmp_path)
         status, _, body = kit.call("GET", server.base + "/api/jobs")
         assert status == 200 and body["total"] == 0, body
         status, _, health = kit.call("GET", server.base + "/api/health")
-        assert health["database"]["revision"] == "0004_job_options"
+        assert health["database"]["revision"] == "0005_whole_video"
     finally:
         server.stop()
-    assert "migrated from empty to 0004_job_options" in (tmp_path / "api.log").read_text()
+    assert "migrated from empty to 0005_whole_video" in (tmp_path / "api.log").read_text()
 
 
 def test_api_reachable_from_other_hosts_requires_keys(redis_url, tmp_path):

@@ -35,6 +35,11 @@ def _print_result(r: dict) -> None:
     probs = "  ".join(f"{k} {v:.1%}" for k, v in sorted(r["probabilities"].items(), key=lambda kv: -kv[1]))
     sub = f" / {r['subcategory']}" if r.get("subcategory") else ""
     uncertain = " UNCERTAIN" if r.get("uncertain") else ""
+    if r.get("confidence") is None:      # a mixed timeline: the shares say what it holds
+        shares = ", ".join(f"{k} {v:.0%}" for k, v in sorted((r.get("label_shares") or {}).items(),
+                                                             key=lambda kv: -kv[1]))
+        print(f"{r['target']}: {r['label']} ({shares}; {r['elapsed_s']:.2f}s)\n    {probs}")
+        return
     print(f"{r['target']}: {r['label']}{sub}{uncertain} ({r['confidence']:.1%}, agreement "
           f"{r.get('agreement', 1.0):.0%}, {r['elapsed_s']:.2f}s)\n    {probs}")
 

@@ -268,7 +268,8 @@ class JobRun(JobProgress):
                      subcategory_confidence=result.get("subcategory_confidence"),
                      model_version=result.get("model_version"), pipeline_version=pipeline_version,
                      stage_timings=dict(self.timings), thumbnails_count=len(thumbs),
-                     thumbnail_paths=[str(p) for p in thumbs], segments=result.get("segments"))
+                     thumbnail_paths=[str(p) for p in thumbs], segments=result.get("segments"),
+                     whole_video=_whole_video(result.get("whole_video")))
         if self.job["source_kind"] == "upload" and self.job.get("file_path"):
             Path(self.job["file_path"]).unlink(missing_ok=True)   # kept until done, for retries
         elif self.job["source_kind"] == "url":
@@ -284,6 +285,14 @@ class JobRun(JobProgress):
                      error_message=message[:2000], stage_timings=dict(self.timings), **extra)
         if self.job["source_kind"] == "url":
             remove_download(self.id, self.job.get("file_path"))
+
+
+def _whole_video(result: dict | None) -> dict | None:
+    """The parts of the whole video's own result worth keeping with the job."""
+    if not result:
+        return None
+    return {k: result.get(k) for k in ("label", "confidence", "uncertain", "probabilities", "subcategory",
+                                       "subcategory_confidence", "agreement")}
 
 
 # Failures whose message is written for users (no server paths, no library text).

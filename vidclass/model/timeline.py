@@ -47,6 +47,9 @@ class SegmentOptions:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
+MIXED = "mixed"      # the label of a video whose timeline has no dominant class
+
+
 @dataclass
 class Timeline:
     segments: list[dict]                  # merged: {start, end, label, confidence, probabilities}
@@ -377,7 +380,8 @@ def segment_video(path, extractor, ensemble, video=None, options: SegmentOptions
 def apply_timeline(result: dict, timeline: Timeline) -> dict:
     """The classification result dict with the timeline in it: label, confidence, uncertain,
     probabilities, members, agreement and subcategory become the duration-weighted ones; `whole_video` keeps the
-    whole video's own answer; `segments`, `mixed` and `label_shares` are added."""
+    whole video's own answer; `segments`, `mixed` and `label_shares` are added. A mixed timeline's
+    label is "mixed" (MIXED), without confidence or subcategory."""
     out = dict(result)
     for key in ("label", "confidence", "uncertain", "probabilities", "members", "agreement", "subcategory",
                 "subcategory_confidence"):
@@ -386,6 +390,11 @@ def apply_timeline(result: dict, timeline: Timeline) -> dict:
     out["segments"] = timeline.segments
     out["mixed"] = timeline.mixed
     out["label_shares"] = timeline.shares
+    if timeline.mixed:
+        # No class covers enough of the video to be its answer: the answer is "mixed", with the
+        # shares per class (label_shares); no single confidence or subcategory describes it.
+        out.update(label=MIXED, confidence=None, uncertain=False, subcategory=None,
+                   subcategory_confidence=None)
     timings = dict(out.get("timings") or {})
     for k, v in timeline.timings.items():
         timings[f"segments_{k}" if not k.startswith("segments") else k] = v

@@ -160,7 +160,9 @@ function result(job) {
   return h("div", { class: "result" },
     h("p", { class: "verdict" },
       h("span", { class: "label-chip", dataset: { class: job.label || "" } }, humanLabel(job.label)),
-      h("span", { class: "confidence" }, h("strong", { class: "mono" }, pct(job.confidence, 1)), " confidence"),
+      job.label === "mixed"
+        ? h("span", { class: "confidence" }, "several classes in turn: see the timeline")
+        : h("span", { class: "confidence" }, h("strong", { class: "mono" }, pct(job.confidence, 1)), " confidence"),
       job.uncertain && h("span", { class: "badge uncertain", title: "The top class is under the model's confidence threshold: treat this answer as a guess." }, "uncertain")),
     h("dl", { class: "facts" },
       subcat && [h("dt", {}, "Subcategory"), h("dd", { class: "subcategory" }, subcat)],
