@@ -119,7 +119,7 @@ def test_shipped_recipe_end_to_end_on_real_clips(tmp_path):
     assert manifest["thresholds"]["uncertain_below"] == report["uncertain"]["threshold"]
     # The gate: the shipped recipe beside the baseline and the previous recipe, on the same folds.
     assert set(report["gate"]["candidates"]) == {"frames", "baseline", "pooled"}
-    assert report["recipe"] == "frames" and ensemble.members[0].config["pooling"] == "frames"
+    assert report["recipe"] == "pooled" and ensemble.members[0].config["pooling"] == "mean_std"
     assert report["gate"]["candidates"]["baseline"]["family_folds"]["num_clips"] == 4
     # Fitted on all four clips, it must tell them apart.
     from vidclass.features.store import FeatureStore

@@ -333,8 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pooled model: mean_std (the shipped recipe: all splits, cross-validated) or mean "
                         "(the previous release's SGD recipe on train/val)")
     p.add_argument("--recipe", choices=("frames", "pooled", "baseline"),
-                   help="linear recipe to fit and ship (default frames); the gate compares it with the "
-                        "baseline and pooled recipes on family folds and locked families")
+                   help="linear recipe to fit and ship (default pooled); the gate compares it with the "
+                        "baseline (and the other recipes) on family folds and locked families")
     p.add_argument("--l2", type=float, help="linear recipes: L2 strength (default: the recipe's)")
     p.add_argument("--cv-folds", type=int, help="linear recipes: folds of whole source families (default 10; 0 = one family out)")
     p.add_argument("--curve-repeats", type=int, help="shipped recipe: learning-curve repeats (0 = no curve)")

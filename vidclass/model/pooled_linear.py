@@ -19,12 +19,12 @@ class PooledLinearModel(ClipClassifier):
     training source's look (BENCHMARKS.md, "Feature study"). Same inputs, outputs and checkpoint
     format as SuperEnhancedTemporalModel; hidden_dim, layers and heads are unused.
 
-    With "frames" (the shipped recipe), the heads read every frame on its own: each frame is
+    With "frames" (the "frames" recipe, vidclass.training.recipes), the heads read every frame on its own: each frame is
     standardised (`frame_mean`, `frame_scale` [feature_dim], block-weighted like mean_std's), gets
     its class log-probabilities, and the clip's logits are their mean over the valid frames (a
     normalised geometric mean of the frames' probabilities). Trained on frames as samples, it
-    learns what a frame shows rather than how a clip as a whole varies, which transferred better
-    to unseen source families (README, model card).
+    learns what a frame shows rather than how a clip as a whole varies (README, model card: better
+    on the family folds, not on the locked families).
 
     With "mean_std", `pooled_mean` and `pooled_scale` [2 * feature_dim] standardise the pooled
     vector and weight each feature block (backbone, content statistics, ...) to an equal share of

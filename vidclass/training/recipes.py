@@ -6,10 +6,11 @@ and gates the shipped one against the others:
 - "baseline": the plain probe. One logistic regression on each clip's mean and std over time of
   the pooled EfficientNet-Lite0 features alone, standardised, class- and source-balanced, L2 fixed.
   A model ships only if it beats this.
-- "pooled": the previous release's recipe: every feature block pooled (mean and std), 4 sub-clip
-  views per clip, 4 members on 90% of the families each.
-- "frames" (the shipped recipe): every feature block, every frame a sample, the clip's answer the
-  mean of its frames' log-probabilities; 4 members on 90% of the families each.
+- "pooled" (the shipped recipe, as in the previous release): every feature block pooled (mean and
+  std), 4 sub-clip views per clip, 4 members on 90% of the families each.
+- "frames" (a candidate that did not pass the gate: better on the family folds, worse on the
+  locked families): every feature block, every frame a sample, the clip's answer the mean of its
+  frames' log-probabilities; 4 members on 90% of the families each.
 """
 from __future__ import annotations
 
