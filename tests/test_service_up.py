@@ -99,3 +99,45 @@ def test_up_serves_jobs_survives_a_killed_worker_and_stops_cleanly_on_ctrl_c(ass
     for pid in children:
         assert not os.path.exists(f"/proc/{pid}") or "zombie" in open(f"/proc/{pid}/status").read().lower(), \
             f"child {pid} of vidclass up survived Ctrl-C"
+
+
+def test_children_die_with_a_killed_supervisor_and_a_new_up_starts(tmp_path):
+    """kill -9 of `vidclass up` leaves nothing serving: Redis, workers and gunicorn get the
+    parent-death signal, the port frees, and the next `vidclass up` on that port starts."""
+    port = kit.free_port()
+    env = kit.service_env(tmp_path, "", f"sqlite:///{tmp_path / 'k.db'}", tmp_path / "models",
+                          tmp_path / "features")
+    env.pop("REDIS_URL")
+
+    def start():
+        return subprocess.Popen([sys.executable, "-m", "vidclass.cli", "up", "--port", str(port), "--workers", "1"],
+                                cwd=kit.REPO, env=env, stdout=open(tmp_path / "up.log", "ab"),
+                                stderr=subprocess.STDOUT)
+
+    def answers():
+        try:
+            return _get(f"http://127.0.0.1:{port}/api/health")[0] == 200
+        except OSError:
+            return False
+    first = start()
+    try:
+        kit.wait_for(answers, 120, what="vidclass up to answer")
+        children = kit.wait_for(lambda: (c if len(c := _children(first.pid)) >= 5 else None), 30,
+                                what="all five children")
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(10)
+
+        def gone():
+            alive = [p for p in children if os.path.exists(f"/proc/{p}")
+                     and "zombie" not in open(f"/proc/{p}/status").read().lower()]
+            return not alive and not answers()
+        kit.wait_for(gone, 60, what="the killed supervisor's children to end")
+        second = start()
+        try:
+            kit.wait_for(answers, 120, what="a new vidclass up on the same port")
+        finally:
+            second.send_signal(signal.SIGINT)
+            second.wait(60)
+    finally:
+        if first.poll() is None:
+            first.kill()
