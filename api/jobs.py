@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from flask import Blueprint, Response, current_app, jsonify, request, send_file, stream_with_context
-from sqlalchemy import delete, func, select, tuple_, update
+from sqlalchemy import Text, cast, delete, func, or_, select, tuple_, update
 
 from api.errors import ApiError
 from api.store import get_session
@@ -191,7 +191,7 @@ def history_query():
     return query.order_by(primary.nulls_last() if sort in NULLABLE_SORTS else primary, tiebreak)
 
 
-HISTORY_ARGS = {"status", "label", "subcategory", "batch", "source_kind", "q", "created_from", "created_to",
+HISTORY_ARGS = {"status", "label", "segment_label", "subcategory", "batch", "source_kind", "q", "created_from", "created_to",
                 "min_confidence", "corrected", "disagrees", "uncertain", "sort", "order", "page", "cursor",
                 "per_page", "format", "download"}
 
@@ -214,6 +214,11 @@ def history_filters():
         query = query.where(Job.status.in_(wanted))
     if args.get("label"):
         query = query.where(Job.label.in_(_labels(args["label"], "label")))
+    if args.get("segment_label"):
+        # Any segment of the job's timeline with one of these labels. The timeline is a JSON list
+        # stored as json.dumps wrote it (SQLite and PostgreSQL alike): match its "label" entries.
+        wanted = _labels(args["segment_label"], "segment_label")
+        query = query.where(or_(*[cast(Job.segments, Text).like(f'%"label": "{name}"%') for name in wanted]))
     if args.get("subcategory"):
         wanted = [v.strip() for v in args["subcategory"].split(",") if v.strip()]
         query = query.where(Job.subcategory.in_(wanted))

@@ -117,6 +117,15 @@ def test_unknown_history_parameters_are_refused(api):
     labelled, _ = add_jobs(api, [("done", "Gaming", 0.8), ("queued", None, None)], tag)
     assert {j["id"] for j in c.get(f"/api/jobs?q={tag}&subcategory=racing,platformer_2d").get_json()["jobs"]} == {labelled}
     assert c.get(f"/api/jobs?q={tag}&subcategory=racing").get_json()["jobs"] == []
+    from db import session
+    from db.models import Job
+    with session.session_scope(api["url"]) as s:
+        s.get(Job, labelled).segments = [{"start": 0, "end": 5, "label": "Gaming"},
+                                         {"start": 5, "end": 9, "label": "Natural_Content"}]
+    found = c.get(f"/api/jobs?q={tag}&segment_label=natural_content").get_json()["jobs"]
+    assert [j["id"] for j in found] == [labelled]
+    assert c.get(f"/api/jobs?q={tag}&segment_label=Animation").get_json()["jobs"] == []
+    assert c.get("/api/jobs?segment_label=Foo").get_json()["code"] == "bad_filter"
 
 
 def test_label_filter_ignores_case(api):

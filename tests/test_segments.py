@@ -104,8 +104,17 @@ def test_most_parts_get_their_clips_class_with_the_shipped_model(mixed_video, cl
     path, _, class_cuts, spans = mixed_video
     result = classifier.classify_file(path, segments=True)
     segs = result["segments"]
-    assert {"start", "end", "label", "confidence", "probabilities"} <= set(segs[0])
+    assert {"start", "end", "label", "confidence", "probabilities", "subcategory", "shots",
+            "start_timecode", "end_timecode", "start_frame", "end_frame"} <= set(segs[0])
     assert all(abs(sum(s["probabilities"].values()) - 1) < 1e-3 for s in segs)
+    from vidclass.media.frames import probe
+    fps = probe(path).fps
+    for s in segs:      # timecodes and frame numbers say the same as the seconds
+        h, m, sec = s["start_timecode"].split(":")
+        assert abs(int(h) * 3600 + int(m) * 60 + float(sec) - s["start"]) < 2e-3
+        assert s["start_frame"] == round(s["start"] * fps) and s["end_frame"] == round(s["end"] * fps) - 1
+        assert all(s["start"] < t < s["end"] for t in s["shots"])
+    assert segs[0]["start_timecode"] == "00:00:00.000" and segs[-1]["end_frame"] >= segs[-1]["start_frame"]
 
     def label_over(a, b):
         cover = {}

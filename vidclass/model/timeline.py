@@ -202,6 +202,24 @@ def _shots(start: float, end: float, boundaries: list[float], strengths: list[fl
     return out
 
 
+def timecode(seconds: float) -> str:
+    """HH:MM:SS.mmm, as video tools show a position."""
+    ms = int(round(max(0.0, float(seconds)) * 1000))
+    h, rest = divmod(ms, 3_600_000)
+    m, rest = divmod(rest, 60_000)
+    return f"{h:02d}:{m:02d}:{rest // 1000:02d}.{rest % 1000:03d}"
+
+
+def _position(start: float, end: float, video_start: float, fps: float | None) -> dict:
+    """Timecodes of a segment (from the video's first frame) and, with a known frame rate, the
+    numbers of its first and last frames (0-based)."""
+    out = {"start_timecode": timecode(start - video_start), "end_timecode": timecode(end - video_start)}
+    if fps:
+        first = int(round((start - video_start) * fps))
+        out.update(start_frame=first, end_frame=max(first, int(round((end - video_start) * fps)) - 1))
+    return out
+
+
 def _weighted_prediction(prediction, rows: np.ndarray, weights: np.ndarray):
     """An EnsemblePrediction of one row: the weighted mean of `rows`."""
     w = np.asarray(weights, dtype=np.float64)
@@ -334,9 +352,10 @@ def segment_video(path, extractor, ensemble, video=None, options: SegmentOptions
             m["end"] = s["end"]
             m["_rows"].append(row)
             m["_thumbs"].append(s["_thumb"])
+            m["_shots"].append(k)
         else:
             merged.append({"start": s["start"], "end": s["end"], "label": label, "_rows": [row],
-                           "_thumbs": [s["_thumb"]]})
+                           "_thumbs": [s["_thumb"]], "_shots": [k]})
     segments, thumbs = [], []
     row_durations = np.zeros(len(batch))
     for k, s in enumerate(shots):
@@ -345,9 +364,15 @@ def segment_video(path, extractor, ensemble, video=None, options: SegmentOptions
         r = np.asarray(m["_rows"])
         w = row_durations[r]
         p = (prediction.probs[r] * (w / max(w.sum(), 1e-12))[:, None]).sum(axis=0)
+        part = _weighted_prediction(prediction, r, w).result_dict(0)
         segments.append({"start": round(m["start"], 3), "end": round(m["end"], 3), "label": m["label"],
                          "confidence": float(p[names.index(m["label"])]),
-                         "probabilities": {n: float(v) for n, v in zip(names, p)}})
+                         "probabilities": {n: float(v) for n, v in zip(names, p)},
+                         "subcategory": part.get("subcategory"),
+                         "subcategory_confidence": part.get("subcategory_confidence"),
+                         **_position(m["start"], m["end"], start, info.fps),
+                         # the shot boundaries inside the segment (its parts' starts, after the first)
+                         "shots": [round(shots[k]["start"], 3) for k in m["_shots"][1:]]})
         # the thumbnail of the longest part, from its middle
         thumbs.append(np.ascontiguousarray(frames[m["_thumbs"][int(np.argmax(w))]]))
     for s in shots:
