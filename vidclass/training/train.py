@@ -419,8 +419,13 @@ def train_linear(features_dir: Path, out_dir: Path, cfg: TrainConfig, reports_di
         log.info("%s: family folds (%s)", name, f"{cfg.cv_folds}-fold" if cfg.cv_folds else "one family out")
         oof = out_of_fold(recipe, corpus, usable, k=cfg.cv_folds, seed=cfg.seed, subcategories=name == cfg.recipe)
         scored = oof["fold"] >= 0
+        # Temperature scaling only where it holds: fitted on the other folds, it must lower the
+        # held-out folds' calibration error below the unscaled model's, else T = 1.
         t = fit_temperature(oof["logits"][:, scored], y_all[scored])
         probs, _ = nested_calibrated_probs(oof["logits"][:, scored], y_all[scored], oof["fold"][scored])
+        unscaled = ensemble_probs(oof["logits"][:, scored], 1.0)
+        if calibration(unscaled, y_all[scored])["ece"] <= calibration(probs, y_all[scored])["ece"]:
+            t, probs = 1.0, unscaled
         cv = scores(probs, y_all[scored], [f for f, sc in zip(corpus.families, scored) if sc])
         lk, locked_probs = None, np.zeros((0, cfg.num_classes))
         if locked_eval.any():           # a corpus with a few families per class locks none
