@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -154,6 +154,10 @@ class Job(Base):
                            for n in range(self.thumbnails_count or 0)],
             "true_label": self.true_label, "labelled_at": _iso(self.labelled_at),
             "options": self.options or {},
+            # Running, but its heartbeat is late: its worker may be gone, and the job is about to
+            # be taken over (the progress shown is its last).
+            "recovering": bool(self.status in RUNNING and self.heartbeat_at is not None
+                               and self.heartbeat_at < utcnow() - timedelta(seconds=3 * _heartbeat_s())),
             "segments": segments_out(self.id, self.segments),
             "whole_video": self.whole_video,
             **timeline_summary(self.segments),
@@ -219,6 +223,12 @@ def timeline_summary(stored: list | None) -> dict:
         shares[s["label"]] = shares.get(s["label"], 0.0) + (s["end"] - s["start"]) / total
     return {"mixed": max(shares.values()) < settings.get("SEGMENT_MIXED_SHARE"),
             "label_shares": {k: round(v, 4) for k, v in shares.items()}}
+
+
+def _heartbeat_s() -> float:
+    from db import settings
+
+    return float(settings.get("HEARTBEAT_S"))
 
 
 def _iso(value: datetime | None) -> str | None:

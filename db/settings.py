@@ -103,7 +103,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SEGMENT_MIXED_SHARE", 0.8, float,
             "A video is `mixed` when no class labels at least this share of its duration."),
     Setting("HEARTBEAT_S", 5, float, "How often a running job refreshes its heartbeat."),
-    Setting("HEARTBEAT_STALE_S", 60, float, "A running job whose heartbeat is older than this is re-queued."),
+    Setting("HEARTBEAT_STALE_S", 60, float,
+            "A running job whose heartbeat is older than this is re-queued. Sooner when its worker "
+            "process was on the reconciler's machine and is gone (two missed beats); from three "
+            "missed beats the job shows `recovering: true`."),
     Setting("QUEUED_STALE_S", 900, float,
             "A queued job not picked up for this long is published again (duplicates are no-ops)."),
     Setting("RECONCILE_INTERVAL_S", 10, float, "How often a worker's reconciler looks for lost jobs."),

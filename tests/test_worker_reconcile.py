@@ -187,3 +187,31 @@ def test_claim_drops_a_message_for_the_other_stage(env, tmp_path):
         job = s.get(Job, handed)
         assert job.status == "extracting" and job.attempts == 1 and job.progress == 30
         assert job.started_at == started
+
+
+def test_a_job_whose_worker_process_is_gone_is_taken_over_without_waiting(env):
+    """Two missed heartbeats and its worker's pid gone (on this machine): re-queued at once, not
+    after HEARTBEAT_STALE_S; the job says `recovering` from three missed beats."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from worker.reconcile import reconcile_once
+
+    env, r = env
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    host = socket.gethostname()
+    late = utcnow() - timedelta(seconds=16)          # HEARTBEAT_S 5: three beats missed, not 30 s
+    orphan = _add(status="extracting", heartbeat_at=late, attempts=1, task_id="t1", worker=f"{host}:{gone.pid}")
+    living = _add(status="extracting", heartbeat_at=late, attempts=1, task_id="t2", worker=f"{host}:{os.getpid()}")
+    remote = _add(status="extracting", heartbeat_at=late, attempts=1, task_id="t3", worker=f"elsewhere:{gone.pid}")
+    with db_session.session_scope() as s:
+        assert all(s.get(Job, j).to_dict()["recovering"] for j in (orphan, living, remote))
+    counts = reconcile_once(r)
+    assert counts["running_stale"] == 1
+    with db_session.session_scope() as s:
+        assert s.get(Job, orphan).status == "queued" and not s.get(Job, orphan).to_dict()["recovering"]
+        assert s.get(Job, living).status == "extracting" and s.get(Job, remote).status == "extracting"
+    assert orphan in _queued_ids(r, env)

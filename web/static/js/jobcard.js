@@ -198,9 +198,12 @@ function progressBlock(job) {
   const id = `job-${job.id}-progress`;
   return h("div", { class: "job-progress" },
     h("div", { class: "progress-line" },
-      h("span", { id: `${id}-label`, class: "stage" }, STAGE_TEXT[job.status] || job.status),
-      h("span", { class: "mono" }, `${p}%`)),
-    h("progress", { id, max: 100, value: p, "aria-labelledby": `${id}-label` }, `${p}%`));
+      h("span", { id: `${id}-label`, class: "stage" },
+        job.recovering ? "Recovering: its worker stopped answering; another takes it over" : (STAGE_TEXT[job.status] || job.status)),
+      h("span", { class: "mono" }, job.recovering ? "" : `${p}%`)),
+    // While recovering the last percentage is stale: an indeterminate bar says "waiting".
+    job.recovering ? h("progress", { id, max: 100, "aria-labelledby": `${id}-label` })
+      : h("progress", { id, max: 100, value: p, "aria-labelledby": `${id}-label` }, `${p}%`));
 }
 
 function errorBlock(job) {
