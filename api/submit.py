@@ -69,6 +69,8 @@ def url_problem(value, max_length: int) -> tuple[str | None, str | None]:
     value = value.strip()
     if len(value) > max_length:
         return "url_too_long", f"URL is {len(value)} characters long; the limit is {max_length}"
+    if not re.match(r"(?i)[a-z][a-z0-9+.-]*://", value):
+        return "bad_url", f"not a URL: {value[:80]!r} (expected http:// or https:// followed by a host)"
     if any(c.isspace() for c in value):
         return "bad_url", "URL contains whitespace"
     try:

@@ -112,6 +112,7 @@ def cmd_keys_list(args) -> int:
     session.upgrade(args.database_url)
     with session.session_scope(args.database_url) as s:
         keys = s.execute(select(ApiKey).order_by(ApiKey.created_at)).scalars().all()
+        hidden = sum(1 for k in keys if k.revoked_at) if not args.all else 0
         print(f"{'id':36}  {'prefix':10}  {'created':19}  {'last used':19}  {'state':7}  name")
         for k in keys:
             if k.revoked_at and not args.all:
@@ -119,6 +120,8 @@ def cmd_keys_list(args) -> int:
             when = lambda t: t.isoformat(sep=" ", timespec="seconds") if t else "-"  # noqa: E731
             print(f"{k.id:36}  {k.prefix:10}  {when(k.created_at):19}  {when(k.last_used_at):19}  "
                   f"{'revoked' if k.revoked_at else 'active':7}  {k.name}")
+    if hidden:
+        print(f"({hidden} revoked key{'s' if hidden != 1 else ''} not shown: `vidclass keys list --all`)")
     return 0
 
 
@@ -129,8 +132,14 @@ def cmd_keys_revoke(args) -> int:
 
     session.upgrade(args.database_url)
     with session.session_scope(args.database_url) as s:
-        found = [k for k in auth.find_key(s, args.key) if k.revoked_at is None]
-        if len(found) != 1:
+        matches = auth.find_key(s, args.key)
+        found = [k for k in matches if k.revoked_at is None]
+        if not found:
+            why = (f"key {matches[0].id} is already revoked" if matches else
+                   f"no key has an id or prefix starting with {args.key!r} (`vidclass keys list --all`)")
+            print(why, file=sys.stderr)
+            return 1
+        if len(found) > 1:
             print(f"{len(found)} active keys match {args.key!r}; give more of the id", file=sys.stderr)
             return 1
         found[0].revoked_at = utcnow()

@@ -156,6 +156,7 @@ def test_pasted_and_uploaded_lists_share_one_parser_with_the_users_line_numbers(
         batch = r.get_json()
         assert batch["total"] == 2
         assert [(e["line"], e["code"]) for e in batch["invalid_lines"]] == [(5, "bad_url"), (7, "duplicate_url")]
+        assert batch["invalid_lines"][0]["message"].startswith("not a URL: 'not a url'")
         assert r.headers["Location"] == f"/api/batches/{batch['id']}"
     # CSV: comments before the header, the `url` column, numbers of the file's own lines.
     table = "# exported\nname,url\na,https://example.org/a.mp4\n# skip\nb,nope\n"

@@ -95,6 +95,13 @@ def test_keys_same_origin_rate_limits_and_revocation(api):
 
     key_id = [line.split()[0] for line in _cli(api["env"], "list").splitlines() if line.endswith(" ci")][0]
     assert "revoked" in _cli(api["env"], "revoke", key_id[:8])
+    # A revoked key is hidden from the list, which says so; revoking it again, or a key that does
+    # not exist, says which it is.
+    assert "1 revoked key not shown" in _cli(api["env"], "list") and " ci" in _cli(api["env"], "list", "--all")
+    for ref, said in ((key_id[:8], "already revoked"), ("nonexist", "no key has an id or prefix")):
+        out = subprocess.run([sys.executable, "-m", "vidclass.cli", "keys", "revoke", ref], env=api["env"],
+                             cwd=kit.REPO, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 1 and said in out.stderr, out.stderr
     status, _, body = _submit(api, auth)
     assert status == 401 and body["code"] == "invalid_api_key"
 

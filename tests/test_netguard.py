@@ -167,3 +167,11 @@ def test_yt_dlp_media_url_inside_an_allowed_page_is_refused(servers, tmp_path):
                  block_private=True, allowed_private=f"127.0.0.1:{allowed},127.0.0.1:{inner}")
     assert path.read_bytes() == CLIP.read_bytes()
     assert len(_inner_hits(inner)) > before
+
+
+def test_refusal_messages_use_the_right_article():
+    from vidclass.media.netguard import BlockedAddress, describe
+
+    assert " is an unspecified address;" in describe(BlockedAddress("0.0.0.0", 80, "unspecified"))
+    assert " is an IPv4-mapped loopback address;" in describe(BlockedAddress("::ffff:127.0.0.1", 80, "IPv4-mapped loopback"))
+    assert " is a loopback address;" in describe(BlockedAddress("127.0.0.1", 80, "loopback"))

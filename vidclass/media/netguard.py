@@ -251,6 +251,7 @@ def unguarded():
 def describe(exc: BlockedAddress) -> str:
     """The user-facing sentence for a refused address, naming the setting that allows it."""
     where = f"[{exc.address}]" if ":" in exc.address else exc.address
-    return (f"The address {where}:{exc.port} is a {exc.reason} address; this service only fetches "
+    article = "an" if exc.reason[:1].lower() in "aeiou" or exc.reason.startswith("IPv") else "a"
+    return (f"The address {where}:{exc.port} is {article} {exc.reason} address; this service only fetches "
             f"from public addresses. To allow it, add {exc.address} (or its network, or "
             f"{where}:{exc.port}) to ALLOWED_PRIVATE_NETWORKS.")
