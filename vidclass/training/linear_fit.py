@@ -178,21 +178,6 @@ def fit_member(pooled: np.ndarray, labels, families, blocks: list[tuple[str, int
     return model.eval()
 
 
-@torch.inference_mode()
-def member_logits(models, pooled: np.ndarray) -> np.ndarray:
-    """Class logits [M, N, C] of each member for pooled clip vectors, before the temperature."""
-    x = torch.as_tensor(pooled, dtype=torch.float32)
-    return np.stack([m.classifier((x - m.pooled_mean) * m.pooled_scale).numpy() for m in models])
-
-
-@torch.inference_mode()
-def member_subcategory_probs(models, pooled: np.ndarray) -> np.ndarray | None:
-    x = torch.as_tensor(pooled, dtype=torch.float32)
-    subs = [torch.softmax(m.subcategory_head((x - m.pooled_mean) * m.pooled_scale), 1).numpy()
-            for m in models if m.subcategory_head is not None]
-    return np.mean(subs, axis=0) if subs else None
-
-
 def bag_families(families, num_members: int, member_sources: float, seed: int) -> list[np.ndarray]:
     """Row indices for each member: a seeded random `member_sources` share of the source families
     (all of them when 1.0). Members then disagree where the answer depends on which sources were
