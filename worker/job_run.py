@@ -12,7 +12,6 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import update
 
 from db import session as db_session
@@ -20,6 +19,7 @@ from db import settings
 from db.models import FINAL, RUNNING, Job, utcnow
 from worker import callbacks, loading
 from worker.enqueue import publish_jobs, stage_of
+from worker.errors import error_of
 from worker.feature_cache import FEATURE_CACHE, file_sha256
 from worker.progress import JobCancelled, JobLost, JobProgress
 from worker.segment_pass import add_timeline
@@ -293,29 +293,3 @@ def _whole_video(result: dict | None) -> dict | None:
         return None
     return {k: result.get(k) for k in ("label", "confidence", "uncertain", "probabilities", "subcategory",
                                        "subcategory_confidence", "agreement")}
-
-
-# Failures whose message is written for users (no server paths, no library text).
-_CODES = {"VideoError": "bad_video", "NotAVideo": "not_a_video", "TooLong": "too_long",
-          "UnknownVideo": "unknown_video", "NoModelsError": "no_models",
-          "PipelineMismatch": "pipeline_mismatch", "FileNotFoundError": "file_missing",
-          "CheckpointError": "bad_model"}
-
-
-def error_of(exc: BaseException) -> tuple[str, str]:
-    """(stable code, plain message) for the reasons a job can fail; details go to the log."""
-    from vidclass.media.download import DownloadError
-
-    if isinstance(exc, DownloadError):
-        return exc.code, str(exc)
-    if isinstance(exc, SoftTimeLimitExceeded):
-        return "timeout", f"the job ran longer than JOB_TIMEOUT_S={settings.get('JOB_TIMEOUT_S')} s"
-    kind = type(exc).__name__
-    if kind in _CODES:
-        if getattr(exc, "detail", None):
-            log.info("%s: %s", kind, exc.detail)
-        return _CODES[kind], str(exc) or kind
-    # Anything else is a bug or an unforeseen failure: its text may hold paths or library
-    # internals, so users get a sentence and the log gets the traceback.
-    log.error("unexpected %s", kind, exc_info=exc)
-    return "internal_error", "An internal error stopped this job; the worker's log has the details."

@@ -32,7 +32,8 @@ from worker import callbacks, loading
 from worker import celery_app as names
 from worker.celery_app import app
 from worker.enqueue import publish_jobs
-from worker.job_run import JobRun, claim, error_of
+from worker.errors import error_of
+from worker.job_run import JobRun, claim
 
 log = logging.getLogger(__name__)
 
