@@ -21,8 +21,9 @@ from vidclass import CLASS_NAMES     # a plain tuple: vidclass/__init__.py impor
 bp = Blueprint("jobs", __name__, url_prefix="/api/jobs")
 
 SORTS = {"created_at": Job.created_at, "confidence": Job.confidence, "label": Job.label,
+         "review": Job.review_score,
          "status": Job.status}
-NULLABLE_SORTS = ("confidence", "label")      # their NULLs sort last in both orders
+NULLABLE_SORTS = ("confidence", "label", "review")      # their NULLs sort last in both orders
 # One plain value per cell (spreadsheets sort on them): a column per class probability and per
 # pipeline stage, never a JSON string.
 PROBABILITY_COLUMNS = tuple(f"p_{name}" for name in CLASS_NAMES)
@@ -352,7 +353,7 @@ def history():
 # the NULL ones by id, each part a range scan of its own.
 
 def _encode_cursor(job: Job, sort: str, order: str) -> str:
-    value = getattr(job, sort)
+    value = getattr(job, SORTS[sort].key)
     if isinstance(value, datetime):
         value = value.isoformat()
     raw = json.dumps({"s": sort, "o": order, "v": value, "i": job.id}, separators=(",", ":"))
@@ -366,7 +367,7 @@ def _decode_cursor(raw: str, sort: str, order: str) -> dict:
             raise ValueError
         if sort == "created_at":
             cursor["v"] = datetime.fromisoformat(cursor["v"])
-        elif cursor["v"] is not None and not isinstance(cursor["v"], (int, float) if sort == "confidence" else str):
+        elif cursor["v"] is not None and not isinstance(cursor["v"], (int, float) if sort in ("confidence", "review") else str):
             raise ValueError
     except (ValueError, TypeError, KeyError, binascii.Error, UnicodeDecodeError):
         raise ApiError(400, "bad_cursor", "cursor is not one this server gave out", field="cursor") from None

@@ -95,7 +95,9 @@ SPEC = {
                            "1: corrected jobs whose true label is not the model's; 0: corrected and agreeing"),
                         _q("uncertain", {"type": "string", "enum": ["1", "0"]},
                            "1: only results under the model's confidence threshold; 0: only the others"),
-                        _q("sort", {"type": "string", "enum": ["created_at", "confidence", "label", "status"]}, ""),
+                        _q("sort", {"type": "string", "enum": ["created_at", "confidence", "label", "status", "review"]},
+                           "review: the results most worth a correction first (uncertain, members "
+                           "disagreeing, a mixed timeline, low confidence; with order=desc)"),
                         _q("order", {"type": "string", "enum": ["asc", "desc"]}, "default desc"),
                         _q("page", {"type": "integer", "minimum": 1},
                            "offset pages, up to MAX_HISTORY_OFFSET rows deep (then 400 offset_too_large)"),

@@ -6,7 +6,7 @@ import os
 import uuid
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 SOURCE_KINDS = ("url", "upload", "test-set")
@@ -21,7 +21,8 @@ RUN_RESULT_COLUMNS = (
     "stage_timings", "label", "confidence", "probabilities", "subcategory", "subcategory_confidence",
     "member_probabilities", "agreement", "model_version", "pipeline_version", "error_code",
     "error_message", "started_at", "heartbeat_at", "finished_at", "worker", "task_id",
-    "callback_status", "thumbnail_paths", "uncertain", "segments", "whole_video")
+    "callback_status", "thumbnail_paths", "uncertain", "segments", "whole_video", "clip_features",
+    "features_pipeline", "review_score")
 
 
 def utcnow() -> datetime:
@@ -121,6 +122,12 @@ class Job(Base):
     options: Mapped[dict | None] = mapped_column(JSON)
     # With a timeline: the whole video's own result (the job's label is the timeline's).
     whole_video: Mapped[dict | None] = mapped_column(JSON)
+    # The clip's pooled features ([mean | std] over its frames, float16 bytes) and the digest of the
+    # pipeline that made them (pipeline_version): what a correction needs once the video is gone.
+    clip_features: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
+    features_pipeline: Mapped[str | None] = mapped_column(String(64))
+    # How much a correction of this result would teach the model (review_priority): higher first.
+    review_score: Mapped[float | None] = mapped_column(Float)
     # The label a user says is right, and when (their own labelled data for `vidclass train`).
     true_label: Mapped[str | None] = mapped_column(String(32), index=True)
     labelled_at: Mapped[datetime | None] = mapped_column(DateTime)
@@ -134,6 +141,7 @@ class Job(Base):
         Index("ix_jobs_status_created", "status", "created_at"),
         Index("ix_jobs_label_created", "label", "created_at"),
         Index("ix_jobs_batch_status", "batch_id", "status"),
+        Index("ix_jobs_review_id", "review_score", "id"),
     )
 
     def to_dict(self) -> dict:
@@ -160,6 +168,7 @@ class Job(Base):
                                and self.heartbeat_at < utcnow() - timedelta(seconds=3 * _heartbeat_s())),
             "segments": segments_out(self.id, self.segments),
             "whole_video": self.whole_video,
+            "features_pipeline": self.features_pipeline, "review_score": self.review_score,
             **timeline_summary(self.segments),
         }
 
@@ -233,3 +242,14 @@ def _heartbeat_s() -> float:
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat(timespec="milliseconds") + "Z" if value else None
+
+
+def review_priority(result: dict) -> float:
+    """How much a user's correction of a result would teach: an uncertain answer, members that
+    disagree, a mixed timeline and a low confidence each add (0 for a confident, unanimous one)."""
+    score = 1.0 if result.get("uncertain") else 0.0
+    score += 1.0 - float(result.get("agreement") if result.get("agreement") is not None else 1.0)
+    score += 1.0 if result.get("mixed") else 0.0
+    confidence = result.get("confidence")
+    score += 1.0 - float(confidence) if confidence is not None else 0.5
+    return round(score, 4)

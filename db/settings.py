@@ -48,6 +48,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("THUMBNAIL_DIR", str(INSTANCE_DIR / "thumbnails"), str,
             "Where per-job JPEG thumbnails are written (THUMBNAIL_DIR/<job_id>/<n>.jpg)."),
     Setting("MAX_UPLOAD_MB", 500, int, "Largest accepted upload (HTTP 413 above)."),
+    Setting("FEATURE_RETENTION_DAYS", 0.0, float,
+            "How long a finished job keeps its clip features (the pooled vector a correction is "
+            "learned from, ~12 KB): 0 keeps them as long as the job; N clears them N days after the "
+            "job ended, unless a user corrected its label."),
     Setting("UPLOAD_RETENTION_H", 24.0, float,
             "Uploads of failed or cancelled jobs are kept this many hours after the job ended, so "
             "the job can be retried, then deleted (0 = keep them). Uploads of done jobs are "

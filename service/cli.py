@@ -207,6 +207,9 @@ def cmd_export_labels(args) -> int:
         jobs = s.execute(select(Job).where(Job.true_label.is_not(None))
                          .order_by(Job.labelled_at, Job.id)).scalars().all()
         for job in jobs:
+            if job.status != "done":      # a failed job's file may be no video at all
+                skipped.append((job, f"the job is {job.status}: only finished jobs teach a label"))
+                continue
             if job.source_kind == "url":
                 skipped.append((job, "a URL job: its video is not downloaded again"))
                 continue
@@ -214,7 +217,8 @@ def cmd_export_labels(args) -> int:
                 skipped.append((job, f"a {job.source_kind} job: already part of a labelled set"))
                 continue
             if not job.file_path or not Path(job.file_path).is_file():
-                skipped.append((job, "its uploaded file is no longer on disk (UPLOAD_RETENTION_H)"))
+                skipped.append((job, "its uploaded file was deleted when the job finished (the job "
+                                     "keeps its clip features, features_pipeline)"))
                 continue
             name = f"{job.id[:8]}_{secure_filename(job.source) or 'upload.bin'}"
             rel = Path(job.true_label) / USER_SUBCATEGORY / name

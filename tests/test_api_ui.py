@@ -128,6 +128,26 @@ def test_unknown_history_parameters_are_refused(api):
     assert c.get("/api/jobs?segment_label=Foo").get_json()["code"] == "bad_filter"
 
 
+def test_review_sort_lists_the_results_most_worth_a_correction_first(api):
+    from db import session
+    from db.models import Job, review_priority
+
+    c = api["client"]
+    tag = "rv" + kit.uuid.uuid4().hex[:8]
+    sure, unsure, mixed, queued = add_jobs(api, [("done", "Gaming", 0.97), ("done", "Flat_Content", 0.45),
+                                                 ("done", "mixed", None), ("queued", None, None)], tag)
+    results = {sure: {"confidence": 0.97, "agreement": 1.0}, unsure: {"confidence": 0.45, "uncertain": True,
+               "agreement": 0.5}, mixed: {"confidence": None, "mixed": True, "agreement": 0.75}}
+    with session.session_scope(api["url"]) as s:
+        for job_id, result in results.items():
+            s.get(Job, job_id).review_score = review_priority(result)
+    assert review_priority(results[unsure]) > review_priority(results[mixed]) > review_priority(results[sure])
+    page = c.get(f"/api/jobs?q={tag}&sort=review&order=desc&per_page=2").get_json()
+    assert [j["id"] for j in page["jobs"]] == [unsure, mixed]
+    rest = c.get(f"/api/jobs?q={tag}&sort=review&order=desc&per_page=2&cursor={page['next_cursor']}").get_json()
+    assert [j["id"] for j in rest["jobs"]] == [sure, queued]            # not yet scored: last
+
+
 def test_label_filter_ignores_case(api):
     c = api["client"]
     tag = "lx" + kit.uuid.uuid4().hex[:8]

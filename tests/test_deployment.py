@@ -147,7 +147,7 @@ def test_multi_process_deployment_survives_a_killed_classification_worker(assets
         assert batch["total"] == N_CLIPS
 
         def state():
-            return kit.call("GET", f"{api.base}/api/batches/{batch['id']}")[2]
+            return kit.call("GET", f"{api.base}/api/batches/{batch['id']}", headers=auth)[2]     # reads need the key too
 
         # Kill c1 while it is in the middle of a job: its parent and its pool process, SIGKILL,
         # so nothing of it can re-queue or clean up.

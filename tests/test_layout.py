@@ -104,5 +104,5 @@ def test_no_import_circle_in_the_core():
 def test_the_checker_sees_imports():
     """The checks above would pass on an empty graph: make sure they read real edges."""
     assert "vidclass.features.pipeline" in GRAPH["vidclass.features.backbone"]
-    assert "vidclass.training.linear_fit" in GRAPH["vidclass.training.crossval"]
+    assert "vidclass.training.linear_fit" in GRAPH["vidclass.training.recipes"]
     assert "worker.job_run" in GRAPH["worker.tasks"]

@@ -171,3 +171,16 @@ def test_uncertain_threshold_is_the_lowest_that_meets_the_target():
     labels = np.array([0, 0, 0, 1, 1])              # the two least confident are wrong
     assert uncertain_threshold(probs, labels, 0.9) == pytest.approx(0.71)
     assert uncertain_threshold(probs, labels, 0.5) == pytest.approx(0.30)
+
+
+def test_clip_vector_is_the_models_mean_std_pooling():
+    """The pooled vector every finished job keeps (numpy) equals the model's own pooling (torch)."""
+    from vidclass.features.extract import clip_vector
+
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(3, 9, 6)).astype(np.float32)
+    lengths = np.array([9, 5, 1])
+    x[1, 5:] = 0.0
+    pooled = pool_clips(x, lengths)
+    for i, n in enumerate(lengths):
+        np.testing.assert_allclose(clip_vector(x[i], n), pooled[i], atol=1e-5)

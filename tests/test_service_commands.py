@@ -22,10 +22,10 @@ def test_api_on_a_never_migrated_database_migrates_it_first(redis_url, tmp_path)
         status, _, body = kit.call("GET", server.base + "/api/jobs")
         assert status == 200 and body["total"] == 0, body
         status, _, health = kit.call("GET", server.base + "/api/health")
-        assert health["database"]["revision"] == "0005_whole_video"
+        assert health["database"]["revision"] == "0006_clip_features_review"
     finally:
         server.stop()
-    assert "migrated from empty to 0005_whole_video" in (tmp_path / "api.log").read_text()
+    assert "migrated from empty to 0006_clip_features_review" in (tmp_path / "api.log").read_text()
 
 
 def test_api_reachable_from_other_hosts_requires_keys(redis_url, tmp_path):
@@ -73,8 +73,8 @@ def test_export_labels_writes_corrected_uploads_as_a_labelled_set(tmp_path):
     shutil.copyfile(clip, kept)
     now = utcnow()
 
-    def job(kind, source, true_label, file_path=None, label="Gaming"):
-        return Job(id=new_id(), source_kind=kind, source=source, file_path=file_path, status="done",
+    def job(kind, source, true_label, file_path=None, label="Gaming", status="done"):
+        return Job(id=new_id(), source_kind=kind, source=source, file_path=file_path, status=status,
                    progress=100, attempts=1, label=label, confidence=0.6, thumbnails_count=0,
                    true_label=true_label, labelled_at=now if true_label else None, created_at=now)
 
@@ -82,16 +82,18 @@ def test_export_labels_writes_corrected_uploads_as_a_labelled_set(tmp_path):
             job("upload", "gone.mp4", "Flat_Content", str(uploads / "gone.mp4")),   # file deleted
             job("url", "https://example.org/v.mp4", "Natural_Content"),        # not re-downloaded
             job("test-set", "gaming_supertux_4.mp4", "Gaming"),                # already labelled
+            job("upload", "photo.mp4", "Gaming", str(kept), status="failed"),   # failed: no label to learn
             job("upload", clip.name, None, str(kept))]                         # not corrected
     with session.session_scope(url) as s:
         s.add_all(rows)
     out = tmp_path / "labelled"
     r = _run(["export-labels", str(out)], env)
     assert r.returncode == 0, r.stderr
-    assert "1 corrected video written" in r.stdout and "3 skipped" in r.stdout
-    for skipped in rows[1:4]:
+    assert "1 corrected video written" in r.stdout and "4 skipped" in r.stdout
+    for skipped in rows[1:5]:
         assert f"skipped job {skipped.id}" in r.stderr
-    assert "not downloaded again" in r.stderr and "no longer on disk" in r.stderr
+    assert "not downloaded again" in r.stderr and "deleted when the job finished" in r.stderr
+    assert "the job is failed" in r.stderr
 
     written = out / "Animation" / "user_labelled" / f"{rows[0].id[:8]}_{clip.name}"
     assert written.read_bytes() == clip.read_bytes()

@@ -113,6 +113,19 @@ def test_url_upload_and_test_set_jobs_reach_done(service, assets):
     name_job = wait_job(c, r_name.get_json()["id"])
     for job in (url_job, up_job, name_job):
         check_result(job)
+    # What a correction needs once the video is gone: the clip's pooled features (float16) and
+    # the digest of the pipeline that made them; and how much a correction would teach.
+    import numpy as np
+    from db import session as db_session
+    from db.models import Job
+    with db_session.session_scope(service["env"]["DATABASE_URL"]) as s:
+        for job in (url_job, up_job):
+            row = s.get(Job, job["id"])
+            vector = np.frombuffer(row.clip_features, dtype=np.float16)
+            assert vector.size > 0 and vector.size % 2 == 0          # [mean | std]
+            assert np.isfinite(vector).all() and np.abs(vector).max() > 0
+            assert row.features_pipeline == job["pipeline_version"] and row.review_score is not None
+        assert s.get(Job, up_job["id"]).clip_features != s.get(Job, url_job["id"]).clip_features
     assert {"download_s", "sample_s", "features_s", "classify_s"} <= set(url_job["stage_timings"])
     assert up_job["source_kind"] == "upload" and up_job["source"] == clip_b.name
     # Thumbnails of the sampled frames are served as JPEG.

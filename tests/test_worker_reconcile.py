@@ -60,7 +60,7 @@ def test_reconciler_requeues_dead_and_lost_jobs_only(env):
     done = _add(status="done", enqueued_at=now - timedelta(seconds=3600))
     r.set(key("broker-marker"), "present")                   # broker kept its data
     counts = reconcile_once(r)
-    assert counts == {"running_stale": 1, "queued_lost": 2, "uploads_deleted": 0}
+    assert counts == {"running_stale": 1, "queued_lost": 2, "uploads_deleted": 0, "features_cleared": 0}
     queued = _queued_ids(r, env)
     assert dead in queued and never in queued and old in queued
     assert alive not in queued and fresh not in queued and done not in queued
@@ -215,3 +215,19 @@ def test_a_job_whose_worker_process_is_gone_is_taken_over_without_waiting(env):
         assert s.get(Job, orphan).status == "queued" and not s.get(Job, orphan).to_dict()["recovering"]
         assert s.get(Job, living).status == "extracting" and s.get(Job, remote).status == "extracting"
     assert orphan in _queued_ids(r, env)
+
+
+def test_clip_features_are_cleared_after_their_retention_unless_corrected(env, monkeypatch):
+    from worker.reconcile import clear_expired_features
+
+    now = utcnow()
+    old_plain = _add(status="done", finished_at=now - timedelta(days=40), clip_features=b"\0\1", features_pipeline="p")
+    old_corrected = _add(status="done", finished_at=now - timedelta(days=40), clip_features=b"\0\1",
+                         features_pipeline="p", true_label="Gaming")
+    recent = _add(status="done", finished_at=now - timedelta(days=2), clip_features=b"\0\1", features_pipeline="p")
+    assert clear_expired_features(now) == 0                       # default 0: kept with the job
+    monkeypatch.setenv("FEATURE_RETENTION_DAYS", "30")
+    assert clear_expired_features(now) == 1
+    with db_session.session_scope() as s:
+        assert s.get(Job, old_plain).clip_features is None and s.get(Job, old_plain).features_pipeline is None
+        assert s.get(Job, old_corrected).clip_features == b"\0\1" and s.get(Job, recent).clip_features == b"\0\1"

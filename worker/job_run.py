@@ -16,7 +16,7 @@ from sqlalchemy import update
 
 from db import session as db_session
 from db import settings
-from db.models import FINAL, RUNNING, Job, utcnow
+from db.models import FINAL, RUNNING, Job, review_priority, utcnow
 from worker import callbacks, loading
 from worker.enqueue import publish_jobs, stage_of
 from worker.errors import error_of
@@ -248,6 +248,9 @@ class JobRun(JobProgress):
         features, length, frames = cached
         self.stage("classifying", 90, force=True)
         result = classifier.classify_features(self.job["source"], features, length)
+        from vidclass.features.extract import clip_vector
+
+        self.clip_features = clip_vector(features, length).astype("float16").tobytes()
         self.timings["classify_s"] = result["timings"]["classify_s"]
         result = add_timeline(self, classifier, path, video, result)
         t = time.perf_counter()
@@ -269,7 +272,10 @@ class JobRun(JobProgress):
                      model_version=result.get("model_version"), pipeline_version=pipeline_version,
                      stage_timings=dict(self.timings), thumbnails_count=len(thumbs),
                      thumbnail_paths=[str(p) for p in thumbs], segments=result.get("segments"),
-                     whole_video=_whole_video(result.get("whole_video")))
+                     whole_video=_whole_video(result.get("whole_video")),
+                     clip_features=getattr(self, "clip_features", None),
+                     features_pipeline=pipeline_version if getattr(self, "clip_features", None) else None,
+                     review_score=review_priority(result))
         if self.job["source_kind"] == "upload" and self.job.get("file_path"):
             Path(self.job["file_path"]).unlink(missing_ok=True)   # kept until done, for retries
         elif self.job["source_kind"] == "url":

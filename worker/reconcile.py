@@ -98,6 +98,7 @@ def reconcile_once(redis_client, now=None) -> dict:
     sweep_due = redis_client.set(health_keys.key("uploads-sweep"), now.isoformat(), nx=True,
                                  ex=UPLOAD_SWEEP_INTERVAL_S)
     counts["uploads_deleted"] = delete_expired_uploads(now) if sweep_due else 0
+    counts["features_cleared"] = clear_expired_features(now) if sweep_due else 0
     return counts
 
 
@@ -170,6 +171,19 @@ def delete_expired_uploads(now, batch: int = 500) -> int:
     if expired:
         log.info("deleted %d expired upload(s)", len(expired))
     return len(expired)
+
+
+def clear_expired_features(now) -> int:
+    """Clear the clip features of jobs that ended FEATURE_RETENTION_DAYS ago and were never
+    corrected (a corrected job keeps what a retrain needs); returns how many."""
+    days = settings.get("FEATURE_RETENTION_DAYS")
+    if days <= 0:
+        return 0
+    with db_session.session_scope() as s:
+        cleared = s.execute(update(Job).where(
+            Job.clip_features.is_not(None), Job.true_label.is_(None),
+            Job.finished_at < now - timedelta(days=days)).values(clip_features=None, features_pipeline=None))
+        return cleared.rowcount or 0
 
 
 def _remove_empty_download_dir(path: Path) -> None:

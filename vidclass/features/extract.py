@@ -71,6 +71,15 @@ def temporal_multiscale(per_frame: np.ndarray, scales) -> tuple[np.ndarray, int]
     return out, t
 
 
+def clip_vector(features: np.ndarray, length: int) -> np.ndarray:
+    """A clip's pooled vector: each feature's mean and standard deviation over its `length` valid
+    steps, [mean | std] float32 [2D] (what PooledLinearModel's "mean_std" pooling computes before
+    standardising). Kept with every finished job, so a correction can be learned from later."""
+    x = np.asarray(features, dtype=np.float64)[:max(1, int(length))]
+    mean = x.mean(axis=0)
+    return np.concatenate([mean, np.sqrt(((x - mean) ** 2).mean(axis=0))]).astype(np.float32)
+
+
 class FeatureExtractor:
     """Features of a video file exactly as the pipeline describes them."""
 

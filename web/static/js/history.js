@@ -60,6 +60,13 @@ export class History {
         this.apply();
       });
     }
+    // The review queue: the results most worth a correction first (sort=review, highest first).
+    $("#review-first").addEventListener("click", () => {
+      this.state.sort = "review";
+      this.state.order = "desc";
+      this.state.page = 1;
+      this.apply();
+    });
     $("#page-prev").addEventListener("click", () => { if (this.state.page > 1) { this.state.page--; this.apply(); } });
     $("#page-next").addEventListener("click", () => { this.state.page++; this.apply(); });
 
