@@ -5,7 +5,7 @@ CUDA provider when the onnxruntime-gpu wheel is installed, else on torch CUDA, i
 GPU_BATCH_SIZE frames; the ensemble runs on the same device. On a CPU-only machine (or with
 CLASSIFY_DEVICE=cpu) nothing changes: the default CPU backbone and batches.
 
-Imported only inside classification worker processes (it imports torch).
+Imported only inside classification worker processes (torch only when a GPU is there).
 """
 from __future__ import annotations
 
@@ -21,10 +21,12 @@ log = logging.getLogger(__name__)
 def choose_device(requested: str | None = None, cuda_available=None) -> str:
     """"cpu" or "cuda[:N]" for CLASSIFY_DEVICE (auto: CUDA if torch sees a GPU)."""
     requested = (requested or settings.get("CLASSIFY_DEVICE") or "auto").strip().lower()
-    if cuda_available is None:
-        import torch
+    if requested == "cpu":
+        return "cpu"
+    if cuda_available is None:         # without an NVIDIA device, known without importing torch
+        from vidclass.model.ensemble import default_device
 
-        cuda_available = torch.cuda.is_available()
+        cuda_available = default_device() == "cuda"
     if requested == "auto":
         return "cuda" if cuda_available else "cpu"
     if requested == "cpu":

@@ -48,14 +48,13 @@ def _start_loading(**_):
 
 
 def _load_classifier() -> None:
-    """torch and the ensemble, once per process, on the device CLASSIFY_DEVICE picks
-    (worker/accel.py). The first torch import is here, in the child, never in the parent."""
+    """The ensemble, once per process, on the device CLASSIFY_DEVICE picks (worker/accel.py).
+    On the CPU the shipped model runs in numpy and the nets in ONNX Runtime: no torch is imported
+    unless a member or net needs it (then here, in the child, never in the parent), on one thread."""
     with _load_lock:
         if _state["classifier"] is not None:
             return
-        import torch
-
-        torch.set_num_threads(int(os.environ.get("VIDCLASS_TORCH_THREADS", "1")))
+        os.environ.setdefault("VIDCLASS_TORCH_THREADS", "1")
         from vidclass.model.classify import Classifier
 
         from worker import accel

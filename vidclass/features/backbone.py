@@ -318,9 +318,10 @@ def onnx_path(pipeline: Pipeline) -> Path:
 
 def export_once(path: Path, build, dummy, dynamic_axes: dict, what: str) -> Path:
     """Export the torch module `build()` gives to ONNX at `path` unless it is there (input
-    "frames", output "features"). Atomic rename, so concurrent processes never read half a
-    file; a lock keeps threads of one process from exporting twice. Shared by every network
-    the pipeline runs in ONNX Runtime (Lite0 here, the drawing net)."""
+    "frames": `dummy()`, output "features"). Atomic rename, so concurrent processes never read
+    half a file; a lock keeps threads of one process from exporting twice. Shared by every network
+    the pipeline runs in ONNX Runtime (Lite0 here, the drawing net). An existing export imports
+    no torch: inference then runs without it."""
     if path.is_file():
         return path
     import torch
@@ -334,7 +335,7 @@ def export_once(path: Path, build, dummy, dynamic_axes: dict, what: str) -> Path
         log.info("exporting %s to ONNX at %s", what, path)
         with warnings.catch_warnings():      # the exporter's constant-folding notes are noise
             warnings.simplefilter("ignore")
-            torch.onnx.export(module, (dummy,), str(tmp), dynamo=False, input_names=["frames"],
+            torch.onnx.export(module, (dummy(),), str(tmp), dynamo=False, input_names=["frames"],
                               output_names=["features"], opset_version=17, dynamic_axes=dynamic_axes)
         os.replace(tmp, path)
     return path
@@ -342,10 +343,12 @@ def export_once(path: Path, build, dummy, dynamic_axes: dict, what: str) -> Path
 
 def export_onnx(pipeline: Pipeline, module=None) -> Path:
     """Export the torch backbone to ONNX once (atomic rename, safe across processes)."""
-    import torch
+    def dummy():
+        import torch
+        return torch.zeros(2, 3, pipeline.input_size, pipeline.input_size)
 
     return export_once(onnx_path(pipeline), lambda: module if module is not None else _build_module(pipeline),
-                       torch.zeros(2, 3, pipeline.input_size, pipeline.input_size),
+                       dummy,
                        {"frames": {0: "n"}, "features": {0: "n"}}, pipeline.backbone)
 
 

@@ -398,10 +398,12 @@ def onnx_path(folder: Path | None = None) -> Path:
 def export_onnx(folder: Path | None = None, module=None) -> Path:
     """Export the torch module to ONNX once, in $VIDCLASS_CACHE_DIR, keyed by the weights' digest
     and the module's source (atomic rename: safe across processes). Input uint8 [n, H, W, 3], any n, H, W."""
-    import torch
+    def dummy():
+        import torch
+        return torch.zeros(2, 240, 320, 3, dtype=torch.uint8)
 
     return export_once(onnx_path(folder), lambda: module if module is not None else build_module(folder),
-                       torch.zeros(2, 240, 320, 3, dtype=torch.uint8),
+                       dummy,
                        {"frames": {0: "n", 1: "h", 2: "w"}, "features": {0: "n"}}, "nsfwjs MobileNetV2")
 
 

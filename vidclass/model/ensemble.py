@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from vidclass import paths
-from vidclass.model.checkpoint import LoadedModel, load_checkpoint
+from vidclass.features.backbone import file_sha256
 from vidclass.features.pipeline import Pipeline, check_compatible
+from vidclass.model.numpy_linear import NumpyMember, load_sidecar, write_sidecar
 from vidclass.model.taxonomy import UNKNOWN
 
 log = logging.getLogger(__name__)
@@ -27,12 +27,39 @@ ORIGINAL_MEMBERS = tuple(f"best_ensemble_model_{i}.pt" for i in range(1, 5))
 MANIFEST = "manifest.json"
 
 
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = np.asarray(z, dtype=np.float64)
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
 class NoModelsError(FileNotFoundError):
     """No checkpoint of the ensemble could be found."""
 
 
 def default_device() -> str:
+    """"cuda" when torch sees a GPU; on a machine without an NVIDIA device, "cpu" without
+    importing torch at all."""
+    if not Path("/dev/nvidiactl").exists() and not os.environ.get("CUDA_VISIBLE_DEVICES"):
+        return "cpu"
+    import torch
+
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_member(path: Path, device: str):
+    """A member: its numpy sidecar on the CPU when it has a current one (no torch), else the
+    checkpoint through torch (and, for a pooled linear model, its sidecar written for next time)."""
+    if device == "cpu":
+        member = load_sidecar(path, file_sha256(path))
+        if member is not None:
+            return member
+    from vidclass.model.checkpoint import load_checkpoint
+
+    # The models folder is the operator's own: trusted (old files pickle numpy scalars).
+    member = load_checkpoint(path, trusted=True, device=device)
+    write_sidecar(member)
+    return member
 
 
 def member_files(models_dir: Path) -> list[str]:
@@ -120,7 +147,7 @@ def read_thresholds(models_dir: Path) -> dict:
 
 
 class Ensemble:
-    def __init__(self, members: list[LoadedModel], device: str = "cpu", models_dir: Path | None = None,
+    def __init__(self, members: list, device: str = "cpu", models_dir: Path | None = None,
                  uncertain_below: float = 0.0, subcategory_min_confidence: float = 0.0):
         if not members:
             raise NoModelsError("an ensemble needs at least one model")
@@ -161,8 +188,7 @@ class Ensemble:
             if not path.is_file():
                 log.warning("ensemble member %s is missing; continuing without it", path)
                 continue
-            # The models folder is the operator's own: trusted (old files pickle numpy scalars).
-            members.append(load_checkpoint(path, trusted=True, device=device))
+            members.append(load_member(path, device))
         if not members:
             raise NoModelsError(f"no model checkpoints found in {models_dir} (looked for "
                                 f"{', '.join(names)}); train one with `vidclass train` or point "
@@ -172,35 +198,30 @@ class Ensemble:
 
     def predict(self, features, lengths=None, batch_size: int = 16) -> EnsemblePrediction:
         """Probabilities for features [N, T, D] (zero-padded past lengths[n]) or a single [T, D]."""
-        x = torch.as_tensor(np.asarray(features, dtype=np.float32))
-        if x.dim() == 2:
-            x = x.unsqueeze(0)
-        if x.dim() != 3 or x.shape[2] != self.feature_dim:
+        x = np.asarray(features, dtype=np.float32)
+        if x.ndim == 2:
+            x = x[None]
+        if x.ndim != 3 or x.shape[2] != self.feature_dim:
             raise ValueError(f"features must be [N, T, {self.feature_dim}], got {list(x.shape)}")
         n, steps = x.shape[0], x.shape[1]
-        if lengths is None:
-            lens = torch.full((n,), steps, dtype=torch.long)
-        else:
-            lens = torch.as_tensor(np.asarray(lengths), dtype=torch.long).reshape(-1)
-            if lens.shape[0] != n:
-                raise ValueError(f"{lens.shape[0]} lengths for {n} feature rows")
+        lens = np.full(n, steps, dtype=np.int64) if lengths is None else \
+            np.asarray(lengths, dtype=np.int64).reshape(-1)
+        if lens.shape[0] != n:
+            raise ValueError(f"{lens.shape[0]} lengths for {n} feature rows")
 
         member_probs, sub_sum, sub_count = [], None, 0
-        with torch.inference_mode():
-            for m in self.members:
-                probs, subs = [], []
-                for start in range(0, n, batch_size):
-                    xb = x[start:start + batch_size].to(self.device)
-                    logits, sub = m.model.forward_all(xb, lens[start:start + batch_size])
-                    probs.append(torch.softmax(logits.float(), dim=1).cpu())
-                    if sub is not None:
-                        subs.append(torch.softmax(sub.float(), dim=1).cpu())
-                member_probs.append(torch.cat(probs).numpy() if probs else
-                                    np.zeros((0, len(self.class_names)), np.float32))
-                if subs:
-                    s = torch.cat(subs).numpy()
-                    sub_sum = s if sub_sum is None else sub_sum + s
-                    sub_count += 1
+        for m in self.members:
+            probs, subs = [], []
+            for start in range(0, n, batch_size):
+                logits, sub = self._member_outputs(m, x[start:start + batch_size], lens[start:start + batch_size])
+                probs.append(_softmax(logits))
+                if sub is not None:
+                    subs.append(_softmax(sub))
+            member_probs.append(np.concatenate(probs) if probs else np.zeros((0, len(self.class_names)), np.float32))
+            if subs:
+                s = np.concatenate(subs)
+                sub_sum = s if sub_sum is None else sub_sum + s
+                sub_count += 1
         mp = np.stack(member_probs)
         return EnsemblePrediction(
             member_probs=mp, probs=mp.mean(axis=0), class_names=self.class_names,
@@ -208,6 +229,16 @@ class Ensemble:
             subcategory_names=self.subcategory_names, pipeline=self.pipeline,
             model_version=self.version, uncertain_below=self.uncertain_below,
             subcategory_min_confidence=self.subcategory_min_confidence)
+
+    def _member_outputs(self, member, x: np.ndarray, lengths: np.ndarray):
+        """(class logits, subcategory logits or None) of one member, float32 numpy."""
+        if isinstance(member, NumpyMember):
+            return member.model.forward_all(x, lengths)
+        import torch
+
+        with torch.inference_mode():
+            logits, sub = member.model.forward_all(torch.as_tensor(x).to(self.device), torch.as_tensor(lengths))
+            return (logits.float().cpu().numpy(), None if sub is None else sub.float().cpu().numpy())
 
     def describe(self) -> dict:
         return {

@@ -31,7 +31,8 @@ from vidclass import CLASS_NAMES
 from vidclass.features.store import FeatureStore
 from vidclass.model.metrics import classification_report
 from vidclass.model.taxonomy import qualified_subcategories
-from vidclass.model.checkpoint import build_model, save_checkpoint
+from vidclass.model.checkpoint import build_model, load_checkpoint, save_checkpoint
+from vidclass.model.numpy_linear import write_sidecar
 from vidclass.features.pipeline import check_compatible
 
 log = logging.getLogger(__name__)
@@ -511,7 +512,7 @@ def train_linear(features_dir: Path, out_dir: Path, cfg: TrainConfig, reports_di
     log.info("fitting %d members on all %d clips", recipe.members, len(y_all))
     models = recipe.fit(corpus, np.arange(len(y_all)), cfg.seed, cfg.num_classes, temperature=temperature)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in out_dir.glob("best_ensemble_model_*.pt"):
+    for stale in [*out_dir.glob("best_ensemble_model_*.pt"), *out_dir.glob("best_ensemble_model_*.npz")]:
         stale.unlink()
     members = []
     summary = {k: report[k] for k in ("accuracy", "recall", "clip_accuracy", "num_sources")}
@@ -522,6 +523,8 @@ def train_linear(features_dir: Path, out_dir: Path, cfg: TrainConfig, reports_di
         save_checkpoint(out_dir / name, model, model.config, pipeline, list(CLASS_NAMES),
                         subcategory_names=sub_names or None, metrics={"crossval": summary},
                         seed=cfg.seed + i - 1, train_config=asdict(cfg))
+        # The numpy form beside it: the CLI and workers then classify without torch.
+        write_sidecar(load_checkpoint(out_dir / name, trusted=True))
         members.append({"file": name, "seed": cfg.seed + i - 1})
     manifest = {
         "members": [m["file"] for m in members], "member_metrics": members,
