@@ -453,6 +453,9 @@ class DrawingNet:
         opts.intra_op_num_threads = self.threads
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # No arena: it keeps the peak of every run allocated (~120 MB of a CLI call's 480 MB
+        # peak RSS), for under 0.1 s a clip (BENCHMARKS.md, lean inference).
+        opts.enable_cpu_mem_arena = False
         self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
         self.runtime = "onnx"
 
