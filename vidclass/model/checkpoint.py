@@ -6,7 +6,6 @@ the weights and names the architecture (`arch`).
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import tempfile
@@ -18,6 +17,7 @@ import torch
 from torch import nn
 
 from vidclass import CLASS_NAMES
+from vidclass.features.backbone import file_sha256
 from vidclass.features.pipeline import ORIGINAL_PIPELINE, Pipeline
 from vidclass.model.bilstm import SuperEnhancedTemporalModel
 from vidclass.model.clip_classifier import normalize_config
@@ -52,14 +52,6 @@ class LoadedModel:
     path: Path | None = None
     sha256: str = ""
     epoch: int | None = None
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def to_plain(value, keep_tensors: bool = False):
