@@ -48,6 +48,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("THUMBNAIL_DIR", str(INSTANCE_DIR / "thumbnails"), str,
             "Where per-job JPEG thumbnails are written (THUMBNAIL_DIR/<job_id>/<n>.jpg)."),
     Setting("MAX_UPLOAD_MB", 500, int, "Largest accepted upload (HTTP 413 above)."),
+    Setting("THUMBNAIL_RETENTION_DAYS", 0.0, float,
+            "How long a finished job keeps its frame and segment thumbnails: 0 keeps them as long as "
+            "the job; N deletes them N days after the job ended (the result stays)."),
     Setting("FEATURE_RETENTION_DAYS", 0.0, float,
             "How long a finished job keeps its clip features (the pooled vector a correction is "
             "learned from, ~12 KB): 0 keeps them as long as the job; N clears them N days after the "

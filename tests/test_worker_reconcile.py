@@ -1,5 +1,6 @@
 """The reconciler and the claim rules on a real database and Redis (no worker processes)."""
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import redis
@@ -60,7 +61,8 @@ def test_reconciler_requeues_dead_and_lost_jobs_only(env):
     done = _add(status="done", enqueued_at=now - timedelta(seconds=3600))
     r.set(key("broker-marker"), "present")                   # broker kept its data
     counts = reconcile_once(r)
-    assert counts == {"running_stale": 1, "queued_lost": 2, "uploads_deleted": 0, "features_cleared": 0}
+    assert counts == {"running_stale": 1, "queued_lost": 2, "uploads_deleted": 0, "features_cleared": 0,
+                      "thumbnails_deleted": 0}
     queued = _queued_ids(r, env)
     assert dead in queued and never in queued and old in queued
     assert alive not in queued and fresh not in queued and done not in queued
@@ -231,3 +233,30 @@ def test_clip_features_are_cleared_after_their_retention_unless_corrected(env, m
     with db_session.session_scope() as s:
         assert s.get(Job, old_plain).clip_features is None and s.get(Job, old_plain).features_pipeline is None
         assert s.get(Job, old_corrected).clip_features == b"\0\1" and s.get(Job, recent).clip_features == b"\0\1"
+
+
+def test_thumbnails_are_deleted_after_their_retention(env, monkeypatch, tmp_path):
+    from worker.reconcile import delete_expired_thumbnails
+
+    env, _ = env
+    now = utcnow()
+    folders = {}
+
+    def job(days_ago):
+        job_id = new_id()
+        folder = Path(env["THUMBNAIL_DIR"]) / job_id
+        folder.mkdir(parents=True)
+        (folder / "0.jpg").write_bytes(b"jpeg")
+        folders[job_id] = folder
+        with db_session.session_scope() as s:
+            s.add(Job(id=job_id, source_kind="url", source="x", status="done", thumbnails_count=1,
+                      thumbnail_paths=[str(folder / "0.jpg")], finished_at=now - timedelta(days=days_ago)))
+        return job_id
+    old, recent = job(40), job(1)
+    assert delete_expired_thumbnails(now) == 0                 # default: kept with the job
+    monkeypatch.setenv("THUMBNAIL_RETENTION_DAYS", "30")
+    assert delete_expired_thumbnails(now) == 1
+    assert not folders[old].exists() and folders[recent].exists()
+    with db_session.session_scope() as s:
+        assert s.get(Job, old).thumbnails_count == 0 and s.get(Job, old).to_dict()["thumbnails"] == []
+        assert s.get(Job, recent).thumbnails_count == 1

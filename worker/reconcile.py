@@ -31,7 +31,7 @@ from sqlalchemy import or_, select, update
 
 from db import session as db_session
 from db import settings
-from db.models import RUNNING, Job, utcnow
+from db.models import FINAL, RUNNING, Job, utcnow
 from worker import health_keys
 from worker.enqueue import publish_jobs
 
@@ -99,6 +99,7 @@ def reconcile_once(redis_client, now=None) -> dict:
                                  ex=UPLOAD_SWEEP_INTERVAL_S)
     counts["uploads_deleted"] = delete_expired_uploads(now) if sweep_due else 0
     counts["features_cleared"] = clear_expired_features(now) if sweep_due else 0
+    counts["thumbnails_deleted"] = delete_expired_thumbnails(now) if sweep_due else 0
     return counts
 
 
@@ -171,6 +172,27 @@ def delete_expired_uploads(now, batch: int = 500) -> int:
     if expired:
         log.info("deleted %d expired upload(s)", len(expired))
     return len(expired)
+
+
+def delete_expired_thumbnails(now, batch: int = 500) -> int:
+    """Delete the thumbnails of jobs that ended THUMBNAIL_RETENTION_DAYS ago (their files and
+    folder; the rows forget them); returns how many jobs."""
+    import shutil
+
+    days = settings.get("THUMBNAIL_RETENTION_DAYS")
+    if days <= 0:
+        return 0
+    with db_session.session_scope() as s:
+        rows = s.execute(select(Job.id, Job.thumbnail_paths).where(
+            Job.status.in_(FINAL), Job.thumbnails_count > 0,
+            Job.finished_at < now - timedelta(days=days)).limit(batch)).all()
+        for job_id, _ in rows:
+            s.execute(update(Job).where(Job.id == job_id).values(thumbnails_count=0, thumbnail_paths=None))
+    for job_id, paths in rows:
+        for path in paths or []:
+            Path(path).unlink(missing_ok=True)
+        shutil.rmtree(Path(settings.get("THUMBNAIL_DIR")) / job_id, ignore_errors=True)
+    return len(rows)
 
 
 def clear_expired_features(now) -> int:
