@@ -275,6 +275,8 @@ SPEC = {
             "subcategory_confidence": {"type": "number", "nullable": True},
             "callback_url": {"type": "string", "nullable": True},
             "callback_status": {"type": "string", "nullable": True},
+            "callback_error": {"type": "string", "nullable": True,
+                               "description": "why the last callback attempt failed"},
             "whole_video": {"type": "object", "nullable": True,
                             "description": "with a timeline: the whole video's own result (label, "
                                            "confidence, probabilities, ...); the job's label is the "

@@ -21,7 +21,7 @@ RUN_RESULT_COLUMNS = (
     "stage_timings", "label", "confidence", "probabilities", "subcategory", "subcategory_confidence",
     "member_probabilities", "agreement", "model_version", "pipeline_version", "error_code",
     "error_message", "started_at", "heartbeat_at", "finished_at", "worker", "task_id",
-    "callback_status", "thumbnail_paths", "uncertain", "segments", "whole_video", "clip_features",
+    "callback_status", "callback_error", "thumbnail_paths", "uncertain", "segments", "whole_video", "clip_features",
     "features_pipeline", "review_score")
 
 
@@ -112,6 +112,7 @@ class Job(Base):
     request_hash: Mapped[str | None] = mapped_column(String(64))    # see Batch.request_hash
     callback_url: Mapped[str | None] = mapped_column(Text)
     callback_status: Mapped[str | None] = mapped_column(String(32))
+    callback_error: Mapped[str | None] = mapped_column(Text)     # why the last attempt failed
     thumbnails_count: Mapped[int] = mapped_column(Integer, default=0)
     thumbnail_paths: Mapped[list | None] = mapped_column(JSON)
     # Top-class confidence under the model's threshold: the answer is not to be relied on.
@@ -158,6 +159,7 @@ class Job(Base):
             "attempts": self.attempts, "created_at": _iso(self.created_at),
             "started_at": _iso(self.started_at), "finished_at": _iso(self.finished_at),
             "callback_url": self.callback_url, "callback_status": self.callback_status,
+            "callback_error": self.callback_error,
             "thumbnails": [f"/api/jobs/{self.id}/thumbnails/{n}.jpg"
                            for n in range(self.thumbnails_count or 0)],
             "true_label": self.true_label, "labelled_at": _iso(self.labelled_at),

@@ -379,6 +379,8 @@ def test_guard_refuses_callbacks_to_internal_addresses_and_max_seconds_covers_up
         kit.wait_for(lambda: c.get(f"/api/jobs/{job_id}").get_json()["callback_status"] == "failed",
                      30, what="the callback to an internal address to be refused")
         assert _Hook.posts == [], "the callback reached the internal server"
+        # ... and the job says why
+        assert f"127.0.0.1:{hook_port} is a loopback address" in c.get(f"/api/jobs/{job_id}").get_json()["callback_error"]
         # MAX_VIDEO_SECONDS applies to uploads as well as downloads.
         with open(kit.CLIPS[0], "rb") as f:
             up = c.post("/api/jobs", data={"file": (f, "long.mp4")}, content_type="multipart/form-data")

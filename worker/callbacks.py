@@ -121,7 +121,8 @@ def deliver(cb_id: str, job_id: str, url: str, attempts: int) -> str:
         job_status = f"retrying ({attempts})"
     with db_session.session_scope() as s:
         s.execute(update(Callback).where(Callback.id == cb_id).values(attempts=attempts, **values))
-        s.execute(update(Job).where(Job.id == job_id).values(callback_status=job_status))
+        s.execute(update(Job).where(Job.id == job_id).values(callback_status=job_status,
+                                                              callback_error=values.get("last_error")))
     return values.get("status", "pending")
 
 

@@ -1,4 +1,4 @@
-"""What a correction needs after the video is gone, and the review order
+"""What a correction needs after the video is gone, the review order, and why a callback failed
 
 Revision ID: 0006_clip_features_review
 Revises: 0005_whole_video
@@ -22,10 +22,13 @@ def upgrade() -> None:
         # how much a user's correction of this result would teach (higher first)
         batch.add_column(sa.Column("review_score", sa.Float()))
         batch.create_index("ix_jobs_review_id", ["review_score", "id"])
+        # why the last callback attempt failed (the receiver's status or the connection error)
+        batch.add_column(sa.Column("callback_error", sa.Text()))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("jobs") as batch:
+        batch.drop_column("callback_error")
         batch.drop_index("ix_jobs_review_id")
         batch.drop_column("review_score")
         batch.drop_column("features_pipeline")
