@@ -2,6 +2,7 @@
 `vidclass export-labels` (real processes, real SQLite databases and files)."""
 import csv
 import shutil
+import os
 import socket
 import subprocess
 import sys
@@ -127,3 +128,12 @@ def test_classify_json_is_one_document_and_jsonl_a_stream(tmp_path):
     assert _run(["classify", missing, "--json", "--jsonl"], env).returncode == 2    # one or the other
     helptext = _run(["classify", "--help"], env).stdout
     assert "test-set video name" in helptext and "JSON Lines" in helptext and "an array" in helptext
+
+
+def test_cli_says_when_it_fetches_a_private_address_and_hides_library_errors(tmp_path):
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
+    r = _run(["classify", "http://127.0.0.1:1/x.mp4"], env)
+    assert r.returncode == 1
+    assert "note: 127.0.0.1 is a loopback address; the local CLI fetches it" in r.stderr
+    assert "error: http://127.0.0.1:1/x.mp4: The server at 127.0.0.1:1 refused the connection." in r.stderr
+    assert "MaxRetryError" not in r.stderr and "NewConnectionError" not in r.stderr

@@ -31,17 +31,41 @@ def _classifier(args):
                       processed_dir=args.processed_dir)
 
 
-def _print_result(r: dict) -> None:
+def _format_result(r: dict) -> str:
     probs = "  ".join(f"{k} {v:.1%}" for k, v in sorted(r["probabilities"].items(), key=lambda kv: -kv[1]))
     sub = f" / {r['subcategory']}" if r.get("subcategory") else ""
     uncertain = " UNCERTAIN" if r.get("uncertain") else ""
     if r.get("confidence") is None:      # a mixed timeline: the shares say what it holds
         shares = ", ".join(f"{k} {v:.0%}" for k, v in sorted((r.get("label_shares") or {}).items(),
                                                              key=lambda kv: -kv[1]))
-        print(f"{r['target']}: {r['label']} ({shares}; {r['elapsed_s']:.2f}s)\n    {probs}")
-        return
-    print(f"{r['target']}: {r['label']}{sub}{uncertain} ({r['confidence']:.1%}, agreement "
-          f"{r.get('agreement', 1.0):.0%}, {r['elapsed_s']:.2f}s)\n    {probs}")
+        return f"{r['target']}: {r['label']} ({shares}; {r['elapsed_s']:.2f}s)\n    {probs}"
+    return (f"{r['target']}: {r['label']}{sub}{uncertain} ({r['confidence']:.1%}, agreement "
+            f"{r.get('agreement', 1.0):.0%}, {r['elapsed_s']:.2f}s)\n    {probs}")
+
+
+def _private_url_note(target) -> str | None:
+    """The local CLI fetches what its user asks for, private addresses included (the service
+    refuses them): say so when a URL's host is not public."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from vidclass.media.netguard import non_public_reason
+    from vidclass.model.classify import is_url
+
+    if not is_url(target):
+        return None
+    try:
+        host = urlsplit(str(target)).hostname or ""
+        reasons = {non_public_reason(info[4][0]) for info in socket.getaddrinfo(host, None)}
+    except (OSError, ValueError):
+        return None
+    reasons.discard(None)
+    if not reasons:
+        return None
+    reason = sorted(reasons)[0]
+    article = "an" if reason[:1].lower() in "aeiou" or reason.startswith("IPv") else "a"
+    return (f"note: {host} is {article} {reason} address; the local CLI fetches it (the service "
+            f"would refuse it unless ALLOWED_PRIVATE_NETWORKS allows it)")
 
 
 def cmd_classify(args) -> int:
@@ -61,6 +85,9 @@ def cmd_classify(args) -> int:
     bar = tqdm(args.targets, unit="video", disable=as_json or len(args.targets) < 2, file=sys.stderr)
     for target in bar:
         bar.set_postfix_str(str(target)[-40:])
+        note = _private_url_note(target)
+        if note:
+            tqdm.write(note, file=sys.stderr)
         try:
             result = clf.classify_target(target, exact=args.exact, segments=args.segments,
                                          segment_options=_segment_options(args))
@@ -69,20 +96,21 @@ def cmd_classify(args) -> int:
             if as_json:
                 emit({"target": target, "error": type(exc).__name__, "message": str(exc)})
             else:
-                print(f"error: {target}: {exc}", file=sys.stderr)
+                tqdm.write(f"error: {target}: {exc}", file=sys.stderr)
             continue
         if as_json:
             emit(result)
         else:
-            _print_result(result)
+            # tqdm.write: results and the progress bar (stderr) never interleave on one line
+            tqdm.write(_format_result(result))
             if result.get("segments"):
                 from vidclass.model.timeline import format_table
 
                 mixed = "mixed, " if result.get("mixed") else ""
                 shares = ", ".join(f"{k} {v:.0%}" for k, v in sorted(
                     result["label_shares"].items(), key=lambda kv: -kv[1]) if v > 0)
-                print(f"    timeline ({mixed}{len(result['segments'])} segments: {shares})")
-                print(format_table(result["segments"]))
+                tqdm.write(f"    timeline ({mixed}{len(result['segments'])} segments: {shares})")
+                tqdm.write(format_table(result["segments"]))
     if args.json:
         print(json.dumps(collected, indent=1))
     return 1 if failed else 0
@@ -157,7 +185,7 @@ def cmd_interactive(args) -> int:
         if choice.isdigit() and 1 <= int(choice) <= len(names):
             choice = names[int(choice) - 1]
         try:
-            _print_result(clf.classify_target(choice))
+            print(_format_result(clf.classify_target(choice)))
         except Exception as exc:
             print(f"error: {exc}")
 
@@ -363,6 +391,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    # urllib3 logs each retry with the raw exception (MaxRetryError, NewConnectionError) before our
+    # own sentence says what happened: keep its chatter for --verbose.
+    logging.getLogger("urllib3").setLevel(logging.DEBUG if args.verbose else logging.ERROR)
     try:
         return args.func(args)
     except KeyboardInterrupt:

@@ -153,7 +153,7 @@ def _causes(exc: BaseException):
 
 def network_error(exc: BaseException, url: str, during: str = "connect") -> DownloadError:
     """A retryable network_error with a plain sentence (library text goes to the log only)."""
-    log.info("network error for %s: %r", url, exc)
+    log.debug("network error for %s: %r", url, exc)      # the raw chain; users get the sentence
     where = _where(url)
     causes = list(_causes(exc))
     kinds = tuple(type(c) for c in causes)
