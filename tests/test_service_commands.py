@@ -1,8 +1,8 @@
 """Service commands as a user runs them: `vidclass api` on a fresh database, a busy port, and
 `vidclass export-labels` (real processes, real SQLite databases and files)."""
 import csv
-import shutil
 import os
+import shutil
 import socket
 import subprocess
 import sys
