@@ -85,6 +85,9 @@ def run_one(n_workers: int, n_clips: int, tmp: Path, models: Path, server, redis
                     .get_json()["id"] for i in range(n_workers * 2)]
             kit.wait_for(lambda: all(client.get(f"/api/jobs/{j}").get_json()["status"] == "done"
                                      for j in warm), 600, interval=0.5, what="warm-up jobs")
+            # At rest: the model loaded and a few jobs done, before the batch.
+            time.sleep(2)
+            rest = [_group_rss_mb(p.pid) for p in procs[1:]]
             urls = [server.url(kit.CLIPS[i % len(kit.CLIPS)].name) + f"?n={i}" for i in range(n_clips)]
             t0 = time.perf_counter()
             batch = client.post("/api/batches", json={"urls": urls}).get_json()
@@ -92,6 +95,7 @@ def run_one(n_workers: int, n_clips: int, tmp: Path, models: Path, server, redis
                 client.get(f"/api/batches/{batch['id']}").get_json()), 3600, interval=0.5, what="batch")
             wall = time.perf_counter() - t0
             rss = {"download_worker_mb": _group_rss_mb(procs[0].pid),
+                   "classify_worker_at_rest_mb": rest,
                    "classify_worker_mb": [_group_rss_mb(p.pid) for p in procs[1:]]}
             from sqlalchemy import select
 

@@ -145,6 +145,10 @@ def test_url_upload_and_test_set_jobs_reach_done(service, assets):
 
     health = c.get("/api/health").get_json()
     assert health["status"] == "ok" and health["model"]["model_version"] == url_job["model_version"]
+    # Where it runs, chosen at start: here the CPU, ONNX Runtime for the nets.
+    runtime = health["model"]["runtime"]
+    assert runtime["device"] == "cpu" and runtime["backbone"] == "onnx"
+    assert runtime["providers"] == ["CPUExecutionProvider"] and runtime["members"] in ("numpy", "torch")
     assert health["workers"], "the worker's heartbeat is visible to the API"
 
     # History finds them by text, kind, status, label and confidence; CSV exports them.

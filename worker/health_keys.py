@@ -22,10 +22,11 @@ def client():
     return redis.Redis.from_url(settings.redis_url(), socket_timeout=5, socket_connect_timeout=5)
 
 
-def publish_model(version: str, pipeline: dict, members: int, worker: str) -> None:
-    """Called by each pool process once its ensemble is loaded."""
+def publish_model(version: str, pipeline: dict, members: int, worker: str, runtime: dict | None = None) -> None:
+    """Called by each pool process once its ensemble is loaded; `runtime` says where it runs
+    (device, the members' runtime, the nets' runtimes and ONNX Runtime providers)."""
     info = {"model_version": version, "pipeline": pipeline, "members": members,
-            "worker": worker, "loaded_at": time.time()}
+            "worker": worker, "loaded_at": time.time(), "runtime": runtime}
     try:
         client().set(key("model"), json.dumps(info))
     except Exception:

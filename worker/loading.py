@@ -64,11 +64,26 @@ def _load_classifier() -> None:
             accel.configure(classifier)
             ensemble = classifier.ensemble
             health_keys.publish_model(ensemble.version, ensemble.pipeline.to_dict(),
-                                      len(ensemble.members), worker_name())
+                                      len(ensemble.members), worker_name(), runtime_of(classifier))
         except Exception as exc:      # no models yet: jobs fail with a clear reason instead
             log.error("could not load the ensemble: %s", exc)
             _state["load_error"] = exc
         _state["classifier"] = classifier
+
+
+def runtime_of(classifier) -> dict:
+    """Where classification runs, chosen at start (loads the nets now rather than at the first job)."""
+    from vidclass.model.numpy_linear import NumpyMember
+
+    extractor = classifier.extractor
+    nets = {"backbone": extractor.backbone}
+    if extractor.drawing_net is not None:
+        nets["drawing_net"] = extractor.drawing_net
+    return {"device": classifier.device or "cpu",
+            "members": "numpy" if all(isinstance(m, NumpyMember) for m in classifier.ensemble.members) else "torch",
+            **{name: net.runtime for name, net in nets.items()},
+            "providers": sorted({p for net in nets.values() if getattr(net, "session", None) is not None
+                                 for p in net.session.get_providers()})}
 
 
 def classifier():
