@@ -107,9 +107,8 @@ def _host_name(host: str) -> str:
 
 def _check_host() -> None:
     name = _host_name(request.host)
-    configured = {h.strip().lower() for h in (current_app.config.get("ALLOWED_HOSTS") or "").split(",") if h.strip()}
-    bound = _host_name(current_app.config.get("VIDCLASS_BIND_HOST") or "")
-    if name in LOOPBACK_NAMES or name in configured or "*" in configured or (bound and name == bound):
+    configured, answered = current_app.extensions["vidclass_hosts"]
+    if name in answered or "*" in configured:
         return
     if not configured:
         from api.store import get_session
@@ -177,6 +176,10 @@ def _rate_limit(key_id: str) -> None:
 
 
 def init_app(app) -> None:
+    # (ALLOWED_HOSTS, every name answered): read from the config once, not on every request.
+    configured = {h.strip().lower() for h in (app.config.get("ALLOWED_HOSTS") or "").split(",") if h.strip()}
+    bound = _host_name(app.config.get("VIDCLASS_BIND_HOST") or "")
+    app.extensions["vidclass_hosts"] = (configured, LOOPBACK_NAMES | configured | ({bound} if bound else set()))
     app.before_request(before_request)
 
 

@@ -36,11 +36,15 @@ def _format_result(r: dict) -> str:
     sub = f" / {r['subcategory']}" if r.get("subcategory") else ""
     uncertain = " UNCERTAIN" if r.get("uncertain") else ""
     if r.get("confidence") is None:      # a mixed timeline: the shares say what it holds
-        shares = ", ".join(f"{k} {v:.0%}" for k, v in sorted((r.get("label_shares") or {}).items(),
-                                                             key=lambda kv: -kv[1]))
-        return f"{r['target']}: {r['label']} ({shares}; {r['elapsed_s']:.2f}s)\n    {probs}"
+        return f"{r['target']}: {r['label']} ({_shares_text(r)}; {r['elapsed_s']:.2f}s)\n    {probs}"
     return (f"{r['target']}: {r['label']}{sub}{uncertain} ({r['confidence']:.1%}, agreement "
             f"{r.get('agreement', 1.0):.0%}, {r['elapsed_s']:.2f}s)\n    {probs}")
+
+
+def _shares_text(r: dict) -> str:
+    """"Gaming 60%, Natural_Content 40%": a timeline's share of the duration per class."""
+    return ", ".join(f"{k} {v:.0%}" for k, v in sorted((r.get("label_shares") or {}).items(),
+                                                        key=lambda kv: -kv[1]) if v > 0)
 
 
 def _private_url_note(target) -> str | None:
@@ -49,7 +53,7 @@ def _private_url_note(target) -> str | None:
     import socket
     from urllib.parse import urlsplit
 
-    from vidclass.media.netguard import non_public_reason
+    from vidclass.media.netguard import kind_of_address, non_public_reason
     from vidclass.model.classify import is_url
 
     if not is_url(target):
@@ -62,9 +66,7 @@ def _private_url_note(target) -> str | None:
     reasons.discard(None)
     if not reasons:
         return None
-    reason = sorted(reasons)[0]
-    article = "an" if reason[:1].lower() in "aeiou" or reason.startswith("IPv") else "a"
-    return (f"note: {host} is {article} {reason} address; the local CLI fetches it (the service "
+    return (f"note: {host} is {kind_of_address(sorted(reasons)[0])}; the local CLI fetches it (the service "
             f"would refuse it unless ALLOWED_PRIVATE_NETWORKS allows it)")
 
 
@@ -107,9 +109,7 @@ def cmd_classify(args) -> int:
                 from vidclass.model.timeline import format_table
 
                 mixed = "mixed, " if result.get("mixed") else ""
-                shares = ", ".join(f"{k} {v:.0%}" for k, v in sorted(
-                    result["label_shares"].items(), key=lambda kv: -kv[1]) if v > 0)
-                tqdm.write(f"    timeline ({mixed}{len(result['segments'])} segments: {shares})")
+                tqdm.write(f"    timeline ({mixed}{len(result['segments'])} segments: {_shares_text(result)})")
                 tqdm.write(format_table(result["segments"]))
     if args.json:
         print(json.dumps(collected, indent=1))

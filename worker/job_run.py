@@ -103,6 +103,11 @@ def remove_download(job_id: str, file_path: str | None = None) -> None:
 class JobRun(JobProgress):
     """One attempt at one job: stages, result, failure, cleanup (its row: JobProgress)."""
 
+    def __init__(self, job: dict):
+        super().__init__(job)
+        self.thumbnails: list[Path] = []               # saved by _classify_file
+        self.clip_features: bytes | None = None        # the pooled vector, float16
+
     # -- the stages
     def execute(self, stage: str | None = None) -> None:
         """Run the job's due stage ("download" ends by handing it to the classify queue;
@@ -260,7 +265,7 @@ class JobRun(JobProgress):
 
     # -- endings
     def _finish(self, result: dict) -> None:
-        thumbs = getattr(self, "thumbnails", [])
+        thumbs = self.thumbnails
         pipeline = result.get("pipeline")
         pipeline_version = (hashlib.sha256(json.dumps(pipeline, sort_keys=True).encode()).hexdigest()[:12]
                             if pipeline else None)
@@ -273,8 +278,8 @@ class JobRun(JobProgress):
                      stage_timings=dict(self.timings), thumbnails_count=len(thumbs),
                      thumbnail_paths=[str(p) for p in thumbs], segments=result.get("segments"),
                      whole_video=_whole_video(result.get("whole_video")),
-                     clip_features=getattr(self, "clip_features", None),
-                     features_pipeline=pipeline_version if getattr(self, "clip_features", None) else None,
+                     clip_features=self.clip_features,
+                     features_pipeline=pipeline_version if self.clip_features else None,
                      review_score=review_priority(result))
         if self.job["source_kind"] == "upload" and self.job.get("file_path"):
             Path(self.job["file_path"]).unlink(missing_ok=True)   # kept until done, for retries

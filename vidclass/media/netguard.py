@@ -248,10 +248,15 @@ def unguarded():
         _local.scope = outer
 
 
+def kind_of_address(reason: str) -> str:
+    """"a loopback address", "an unspecified address", "an IPv4-mapped ... address"."""
+    article = "an" if reason[:1].lower() in "aeiou" or reason.startswith("IPv") else "a"
+    return f"{article} {reason} address"
+
+
 def describe(exc: BlockedAddress) -> str:
     """The user-facing sentence for a refused address, naming the setting that allows it."""
     where = f"[{exc.address}]" if ":" in exc.address else exc.address
-    article = "an" if exc.reason[:1].lower() in "aeiou" or exc.reason.startswith("IPv") else "a"
-    return (f"The address {where}:{exc.port} is {article} {exc.reason} address; this service only fetches "
+    return (f"The address {where}:{exc.port} is {kind_of_address(exc.reason)}; this service only fetches "
             f"from public addresses. To allow it, add {exc.address} (or its network, or "
             f"{where}:{exc.port}) to ALLOWED_PRIVATE_NETWORKS.")
