@@ -41,8 +41,7 @@ class Clip:
 
     @property
     def source_family(self) -> str:
-        """The family to split and fold by: the manifest's, else one guessed from the group."""
-        return self.family or source_family(self.group)
+        return family_of(self.family, self.group)
 
     @property
     def evaluable(self) -> bool:
@@ -58,6 +57,11 @@ def source_family(group: str) -> str:
     g = re.sub(r"^(python3?|node|lib)-?", "", g)
     g = re.sub(r"-(data|common|doc|docs|examples|help)$", "", g)
     return g
+
+
+def family_of(family: str, group: str) -> str:
+    """The family to split and fold by: the manifest's, else one guessed from the group."""
+    return family or source_family(group)
 
 
 def list_clips(data_dir: str | Path, manifest: str | Path | None = None) -> list[Clip]:

@@ -352,7 +352,7 @@ def load_corpus(features_dir: Path):
     """(Corpus of every clip of the train/val/test files, pipeline, their paths, names, subcategory
     names and each clip's taxonomy subcategory)."""
     from vidclass.model.taxonomy import taxonomy_subcategory
-    from vidclass.training.dataset import source_family
+    from vidclass.training.dataset import family_of
     from vidclass.training.recipes import Corpus
 
     paths = [p for p in (_find_split(features_dir, s, required=s == "train") for s in ("train", "val", "test")) if p]
@@ -363,7 +363,7 @@ def load_corpus(features_dir: Path):
         data = joined(data, more)
     if not data.groups:
         raise ValueError(f"{paths[0]} records no source groups; re-extract with `vidclass extract`")
-    families = [f or source_family(g) for f, g in zip(data.families or [""] * len(data.groups), data.groups)]
+    families = [family_of(f, g) for f, g in zip(data.families or [""] * len(data.groups), data.groups)]
     sub_of = [taxonomy_subcategory(CLASS_NAMES[int(y)], s.split("/", 1)[1] if s else "")
               for y, s in zip(data.labels, data.subcategories or [""] * len(data.labels))]
     sub_names = sorted({s for s in sub_of if s})
