@@ -52,12 +52,12 @@ def _request_lines() -> tuple[list[tuple[int, object]], dict]:
         try:
             text = upload.read().decode("utf-8-sig")
         except UnicodeDecodeError:
-            raise ApiError(400, "bad_file", "the URL list must be UTF-8 text", field="file") from None
+            raise ApiError(422, "bad_file", "the URL list must be UTF-8 text", field="file") from None
         name = (upload.filename or "").lower()
         is_csv = name.endswith(".csv") or (upload.mimetype or "") in ("text/csv", "application/csv")
         return parse_lines(text, is_csv), {"name": request.form.get("name") or upload.filename,
                                            "callback_url": request.form.get("callback_url") or None,
-                                           "options": job_options(request.form)}
+                                           "options": job_options(request.form, form=True)}
     if not request.is_json:
         raise ApiError(415, "unsupported_media_type",
                        "send JSON {\"urls\": [...]} or a multipart `file` (text or CSV)")
@@ -112,7 +112,7 @@ def create_batch():
             seen[value] = n
             good.append(value)
     if not good:
-        raise ApiError(400, "no_valid_urls", "no valid http(s) URL in the batch", invalid_lines=invalid,
+        raise ApiError(422, "no_valid_urls", "no valid http(s) URL in the batch", invalid_lines=invalid,
                        invalid_count=invalid_count)
 
     session = get_session()

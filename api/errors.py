@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import re
 
-from flask import jsonify
+from flask import jsonify, request
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,21 @@ def error_response(http_status: int, code: str, message: str, **extra):
     return response
 
 
+def refuse_nul_characters() -> None:
+    """400 bad_character for a NUL in a query parameter or form field: PostgreSQL cannot store one
+    in text, and no name, URL or filter has a use for it. (JSON bodies: api.submit.json_body.)"""
+    fields = list(request.args.items(multi=True))
+    if request.mimetype in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        fields += list(request.form.items(multi=True))
+    for name, value in fields:
+        name, value = name or "", value if isinstance(value, str) else ""
+        if "\0" in name or "\0" in value:
+            raise ApiError(400, "bad_character", "NUL characters are not accepted", field=name.replace("\0", ""))
+
+
 def register(app) -> None:
+    app.before_request(refuse_nul_characters)
+
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):
         extra = dict(exc.extra)

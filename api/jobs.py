@@ -6,6 +6,7 @@ import binascii
 import csv
 import io
 import json
+import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from sqlalchemy import Text, cast, delete, func, or_, select, tuple_, update
 from api.errors import ApiError
 from api.store import get_session
 from api.submit import create_job, idempotency_key, job_request, json_body, publish
-from db.models import FINAL, RUN_RESULT_COLUMNS, STATUSES, Job, utcnow
+from db.models import FINAL, RUN_RESULT_COLUMNS, SOURCE_KINDS, STATUSES, Job, utcnow
 from vidclass import CLASS_NAMES     # a plain tuple: vidclass/__init__.py imports nothing
 
 bp = Blueprint("jobs", __name__, url_prefix="/api/jobs")
@@ -134,6 +135,11 @@ def delete_jobs(session, jobs: list[Job]) -> None:
     from db.models import Callback
 
     ids = [j.id for j in jobs]
+    # Lock the rows first: a worker finishing one of them updates its row and records its callback
+    # in one transaction, so it either commits before us (its callback is deleted below) or finds
+    # the row gone and records none. Without the lock, PostgreSQL could see a callback committed
+    # between the two deletes, and the job's delete would violate the foreign key.
+    session.execute(select(Job.id).where(Job.id.in_(ids)).with_for_update())
     for job in jobs:
         remove_stored_files(job)
     session.execute(delete(Callback).where(Callback.job_id.in_(ids)))
@@ -169,12 +175,23 @@ def segment_thumbnail(job_id, n):
 
 # ------------------------------------------------------------------ history
 
+# An ISO date, or an RFC 3339 date-time (the offset optional: then UTC). Python's fromisoformat
+# alone also takes other ISO shapes ("20240101", "2024-01-01T10") the OpenAPI document does not.
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_DATE_TIME = re.compile(r"(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})?")
+
+
 def _parse_time(value: str, field: str, end: bool) -> datetime:
     try:
-        if len(value) == 10:           # a date: from its start / to the end of that day
+        if _DATE.fullmatch(value):     # a date: from its start / to the end of that day
             day = datetime.fromisoformat(value)
             return day + timedelta(days=1) if end else day
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        match = _DATE_TIME.fullmatch(value)
+        if not match:
+            raise ValueError(value)
+        day, time_of_day, fraction, offset = match.groups()
+        offset = "+00:00" if offset in (None, "Z", "z") else offset
+        parsed = datetime.fromisoformat(f"{day}T{time_of_day}{(fraction or '')[:7]}{offset}")
     except ValueError:
         raise ApiError(400, "bad_filter", f"{field} must be an ISO date or datetime, got {value!r}",
                        field=field) from None
@@ -234,6 +251,8 @@ def history_filters():
         query = query.where(Job.true_label.is_not(None), Job.label.is_not(None),
                             wrong if disagrees else ~wrong)
     if args.get("source_kind"):
+        if args["source_kind"] not in SOURCE_KINDS:
+            raise ApiError(400, "bad_filter", f"source_kind is one of {', '.join(SOURCE_KINDS)}", field="source_kind")
         query = query.where(Job.source_kind == args["source_kind"])
     if args.get("q"):
         # Literal substring match: escape LIKE's wildcards in the user's text.
@@ -243,7 +262,7 @@ def history_filters():
         query = query.where(Job.created_at >= _parse_time(args["created_from"], "created_from", False))
     if args.get("created_to"):
         end = _parse_time(args["created_to"], "created_to", True)
-        query = query.where(Job.created_at < end if len(args["created_to"]) == 10 else Job.created_at <= end)
+        query = query.where(Job.created_at < end if _DATE.fullmatch(args["created_to"]) else Job.created_at <= end)
     if args.get("min_confidence"):
         try:
             minimum = float(args["min_confidence"])
@@ -265,13 +284,16 @@ def history_filters():
     return query, sort, order
 
 
+FLAG_VALUES = ("1", "0", "true", "false")
+
+
 def _flag_arg(name: str) -> bool | None:
-    """1/0 (true/false, yes/no) or None when the argument is absent."""
-    raw = request.args.get(name, "").lower()
+    """1/0 (true/false) or None when the argument is absent or empty (an empty form field)."""
+    raw = request.args.get(name, "")
     if raw == "":
         return None
-    if raw in ("1", "true", "yes", "0", "false", "no"):
-        return raw in ("1", "true", "yes")
+    if raw in FLAG_VALUES:
+        return raw in ("1", "true")
     raise ApiError(400, "bad_filter", f"{name} must be 1 or 0", field=name)
 
 
@@ -308,9 +330,11 @@ def _int_arg(name: str, default: int, low: int, high: int) -> int:
 
 @bp.get("")
 def history():
-    fmt = request.args.get("format", "json")
+    fmt = request.args.get("format") or "json"
     if fmt not in ("json", "csv"):
         raise ApiError(400, "bad_format", "format must be json or csv", field="format")
+    if request.args.get("download", "") not in ("",) + FLAG_VALUES:
+        raise ApiError(400, "bad_format", "download must be 1 or 0", field="download")
     session = get_session()
     if fmt == "csv":
         return _csv_response(history_query())
@@ -401,7 +425,7 @@ def keyset_page(session, filtered, sort: str, order: str, cursor: dict | None, l
 def is_export() -> bool:
     """CSV, or JSON with download=1: every matching row, streamed as an attachment."""
     args = request.args
-    return args.get("format") == "csv" or args.get("download", "").lower() in ("1", "true", "yes")
+    return args.get("format") == "csv" or args.get("download") in ("1", "true")
 
 
 def _stream_rows(query):

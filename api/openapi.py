@@ -1,9 +1,17 @@
-"""GET /api/openapi.json: the OpenAPI 3 description of every endpoint (tests check coverage)."""
+"""GET /api/openapi.json: the OpenAPI 3 description of every endpoint.
+
+tests/test_contract.py fuzzes the running service against it (schemathesis), so it says exactly what
+the server accepts: a request the document calls valid is not refused for its shape, one it calls
+invalid is refused with a 4xx.
+"""
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
+import copy
+
+from flask import Blueprint, current_app, jsonify
 
 import vidclass
+from api.submit import URL_PATTERN
 from vidclass import CLASS_NAMES
 
 bp = Blueprint("openapi", __name__)
@@ -23,10 +31,40 @@ def _located(schema: dict, description: str) -> dict:
 
 
 ERR = _json(_ref("Error"), "Error: {code, message}")
+FLAG = {"type": "string", "enum": ["", "0", "1", "false", "true"]}
+TIME = {"anyOf": [{"type": "string", "enum": [""]}, {"type": "string", "format": "date"},
+                  {"type": "string", "format": "date-time"}]}
 JOB = _json(_ref("Job"), "The job")
 LOCATED_JOB = _located(_ref("Job"), "Accepted; `Location` is the job's URL")
 JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
 BATCH_ID = {"name": "batch_id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+# An accepted URL (api.submit.url_problem); maxLength is MAX_URL_LENGTH, set when served.
+URL = {"type": "string", "pattern": rf"^[ \t\n\r\f\v]*{URL_PATTERN}[ \t\n\r\f\v]*$",
+       "description": "an http(s) URL"}
+EMPTY = {"type": "string", "enum": [""]}       # an empty form field: as if absent
+
+
+def _any_case(names) -> str:
+    """A pattern matching any of `names` in any letter case, surrounding spaces allowed."""
+    def letters(name):
+        return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else c for c in name)
+    return r"^\s*(" + "|".join(letters(n) for n in names) + r")\s*$"
+
+
+# Links from a created job or batch to the operations that take its id: a client (and the
+# contract test's stateful phase) follows them.
+JOB_LINKS = {name: {"operationId": op, "parameters": {"job_id": "$response.body#/id"}}
+             for name, op in (("GetJob", "getJob"), ("CancelJob", "cancelJob"), ("RetryJob", "retryJob"),
+                              ("LabelJob", "labelJob"), ("DeleteJob", "deleteJob"))}
+BATCH_LINKS = {name: {"operationId": op, "parameters": {"batch_id": "$response.body#/id"}}
+               for name, op in (("GetBatch", "getBatch"), ("CancelBatch", "cancelBatch"),
+                                ("RetryBatch", "retryBatch"), ("DeleteBatch", "deleteBatch"))}
+BATCH_LINKS["BatchJobs"] = {"operationId": "listJobs", "parameters": {"batch": "$response.body#/id"}}
+
+
+def _linked(response: dict, links: dict) -> dict:
+    return {**response, "links": links}
 
 
 def _q(name: str, schema: dict, description: str) -> dict:
@@ -41,21 +79,32 @@ SEGMENT_OPTIONS = {
                       "description": "shortest timeline segment in seconds (default SEGMENT_MIN_S)"},
 }
 
+# Form fields are text: segments as a word, min_segment_s as a decimal number.
+FORM_OPTIONS = {
+    "segments": {"type": "string", "enum": ["auto", "true", "false", "1", "0", "on", "off", "yes", "no"],
+                 "description": SEGMENT_OPTIONS["segments"]["description"]},
+    "min_segment_s": SEGMENT_OPTIONS["min_segment_s"],
+}
+
 SUBMIT_BODY = {
     "required": True,
     "content": {
-        "application/json": {"schema": {"type": "object", "properties": {
-            "url": {"type": "string", "format": "uri", "description": "http(s) video or page URL"},
-            "video": {"type": "string", "description": "test-set video name (GET /api/videos)"},
-            "callback_url": {"type": "string", "format": "uri"}, **SEGMENT_OPTIONS}}},
+        "application/json": {"schema": {
+            "type": "object", "oneOf": [{"required": ["url"]}, {"required": ["video"]}],
+            "description": "`url` or `video`, not both",
+            "properties": {
+                "url": URL,
+                "video": {"type": "string", "pattern": r"\S",
+                          "description": "test-set video name (GET /api/videos)"},
+                "callback_url": URL, **SEGMENT_OPTIONS}}},
         "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
             "file": {"type": "string", "format": "binary"},
-            "callback_url": {"type": "string"}, **SEGMENT_OPTIONS}}},
+            "callback_url": {"anyOf": [EMPTY, URL]}, **FORM_OPTIONS}}},
     },
 }
 
 IDEMPOTENCY = {"name": "Idempotency-Key", "in": "header", "required": False,
-               "schema": {"type": "string", "maxLength": 255},
+               "schema": {"type": "string", "maxLength": 255, "pattern": r"\S"},
                "description": "same key and body -> the same job/batch (200); same key, other body -> "
                               "422 idempotency_key_reused"}
 # Write and export endpoints: 401 without a valid key once keys are on, 403 cross-site, 429 over
@@ -66,15 +115,17 @@ SPEC = {
     "openapi": "3.0.3",
     "info": {"title": "vidclass", "version": vidclass.__version__,
              "description": "Video content-type classification jobs (Animation, Flat_Content, "
-                            "Gaming, Natural_Content). Every error body is {code, message}."},
+                            "Gaming, Natural_Content). Every error body is {code, message}. A NUL "
+                            "character in any text (query, form field, JSON string) is refused: 400 "
+                            "bad_character."},
     "paths": {
         "/api/jobs": {
-            "post": {"summary": "Submit a job (URL, test-set name or upload)",
+            "post": {"summary": "Submit a job (URL, test-set name or upload)", "operationId": "createJob",
                      "parameters": [IDEMPOTENCY],
                      "requestBody": SUBMIT_BODY,
-                     "responses": {"202": LOCATED_JOB, "200": JOB, "400": ERR, "404": ERR, "413": ERR, "415": ERR,
+                     "responses": {"202": _linked(LOCATED_JOB, JOB_LINKS), "200": _linked(JOB, JOB_LINKS), "400": ERR, "404": ERR, "413": ERR, "415": ERR,
                                    "422": ERR, **GUARDED}},
-            "get": {"summary": "Job history with filters, sort, pages; CSV export",
+            "get": {"summary": "Job history with filters, sort, pages; CSV export", "operationId": "listJobs",
                     "parameters": [
                         _q("status", {"type": "string"}, "comma-separated statuses"),
                         _q("label", {"type": "string"}, "comma-separated class names, any case "
@@ -83,31 +134,31 @@ SPEC = {
                         _q("segment_label", {"type": "string"},
                            "comma-separated class names: jobs with a timeline segment of one of them"),
                         _q("batch", {"type": "string"}, "batch id"),
-                        _q("source_kind", {"type": "string", "enum": ["url", "upload", "test-set"]}, ""),
+                        _q("source_kind", {"type": "string", "enum": ["", "url", "upload", "test-set"]}, ""),
                         _q("q", {"type": "string"}, "substring of the source (URL, file or video name)"),
-                        _q("created_from", {"type": "string"}, "ISO date or datetime (inclusive)"),
-                        _q("created_to", {"type": "string"}, "ISO date (whole day) or datetime (inclusive)"),
-                        _q("min_confidence", {"type": "number", "minimum": 0, "maximum": 1},
+                        _q("created_from", TIME, "ISO date or RFC 3339 date-time, UTC without an offset (inclusive)"),
+                        _q("created_to", TIME, "ISO date (whole day) or RFC 3339 date-time (inclusive)"),
+                        _q("min_confidence", {"anyOf": [EMPTY, {"type": "number", "minimum": 0, "maximum": 1}]},
                            "a fraction: 0.9 for 90% (400 bad_filter outside 0..1)"),
-                        _q("corrected", {"type": "integer", "enum": [0, 1]},
-                           "1: jobs a user gave a true label (PUT .../label); 0: the others"),
-                        _q("disagrees", {"type": "integer", "enum": [0, 1]},
+                        _q("corrected", FLAG, "1: jobs a user gave a true label (PUT .../label); 0: the others"),
+                        _q("disagrees", FLAG,
                            "1: corrected jobs whose true label is not the model's; 0: corrected and agreeing"),
-                        _q("uncertain", {"type": "string", "enum": ["1", "0"]},
+                        _q("uncertain", FLAG,
                            "1: only results under the model's confidence threshold; 0: only the others"),
                         _q("sort", {"type": "string", "enum": ["created_at", "confidence", "label", "status", "review"]},
                            "review: the results most worth a correction first (uncertain, members "
                            "disagreeing, a mixed timeline, low confidence; with order=desc)"),
                         _q("order", {"type": "string", "enum": ["asc", "desc"]}, "default desc"),
-                        _q("page", {"type": "integer", "minimum": 1},
-                           "offset pages, up to MAX_HISTORY_OFFSET rows deep (then 400 offset_too_large)"),
+                        _q("page", {"type": "integer", "minimum": 1, "maximum": 10**7},
+                           "offset pages, up to MAX_HISTORY_OFFSET rows deep (then 400 offset_too_large); "
+                           "not with `cursor`"),
                         _q("cursor", {"type": "string"}, "keyset page: the next_cursor of the previous "
                                                          "page (same sort and order); any depth"),
                         _q("per_page", {"type": "integer", "minimum": 1, "maximum": 500}, "default 50"),
-                        _q("format", {"type": "string", "enum": ["json", "csv"]},
+                        _q("format", {"type": "string", "enum": ["", "json", "csv"]},
                            "csv: every matching row, streamed as an attachment (a column per class "
                            "probability p_<class> and per stage <stage>_s)"),
-                        _q("download", {"type": "integer", "enum": [0, 1]},
+                        _q("download", FLAG,
                            "1 (with format=json): every matching row, streamed as an attachment: "
                            "{jobs: [...], total}")],
                     "responses": {"200": {"description": "A page of jobs, the JSON export or CSV", "content": {
@@ -115,24 +166,28 @@ SPEC = {
                         "text/csv": {"schema": {"type": "string"}}}}, "400": ERR, **GUARDED}},
         },
         "/api/jobs/{job_id}": {
-            "get": {"summary": "One job", "parameters": [JOB_ID], "responses": {"200": JOB, "404": ERR}},
+            "get": {"summary": "One job", "operationId": "getJob", "parameters": [JOB_ID],
+                    "responses": {"200": JOB, "404": ERR, "401": ERR}},
             "delete": {"summary": "Delete a job with its stored upload or download and its thumbnails",
+                       "operationId": "deleteJob",
                        "parameters": [JOB_ID],
                        "responses": {"204": {"description": "Deleted"}, "404": ERR, **GUARDED}}},
         "/api/jobs/{job_id}/cancel": {
-            "post": {"summary": "Cancel a queued or running job", "parameters": [JOB_ID],
+            "post": {"summary": "Cancel a queued or running job", "operationId": "cancelJob", "parameters": [JOB_ID],
                      "responses": {"200": JOB, "404": ERR, "409": ERR, **GUARDED}}},
         "/api/jobs/{job_id}/retry": {
-            "post": {"summary": "Run a failed or cancelled job again", "parameters": [JOB_ID],
+            "post": {"summary": "Run a failed or cancelled job again", "operationId": "retryJob", "parameters": [JOB_ID],
                      "responses": {"202": LOCATED_JOB, "404": ERR, "409": ERR, **GUARDED}}},
         "/api/jobs/{job_id}/label": {
             "put": {"summary": "Correct a result: set the job's true label (null clears it)",
-                    "parameters": [JOB_ID],
+                    "operationId": "labelJob", "parameters": [JOB_ID],
                     "requestBody": {"required": True, "content": {"application/json": {"schema": {
                         "type": "object", "required": ["label"], "properties": {
-                            "label": {"type": "string", "nullable": True, "enum": list(CLASS_NAMES) + [None],
+                            "label": {"type": "string", "nullable": True, "pattern": _any_case(CLASS_NAMES),
                                       "description": "a class name (any case) or null"}}}}}},
-                    "responses": {"200": JOB, "400": ERR, "404": ERR, **GUARDED}}},
+                    "responses": {"200": JOB, "400": ERR, "404": ERR,
+                                  "409": _json(_ref("Error"), "The job has no result to correct (job_not_done)"),
+                                  **GUARDED}}},
         "/api/jobs/{job_id}/segments/{n}.jpg": {
             "get": {"summary": "The thumbnail of the n-th timeline segment of a job",
                     "parameters": [JOB_ID, {"name": "n", "in": "path", "required": True,
@@ -147,45 +202,54 @@ SPEC = {
                                   "404": ERR}}},
         "/api/batches": {
             "get": {"summary": "Batches, newest first, with counts per status and label and progress",
-                    "parameters": [_q("page", {"type": "integer", "minimum": 1}, ""),
+                    "operationId": "listBatches",
+                    "parameters": [_q("page", {"type": "integer", "minimum": 1, "maximum": 10**6}, ""),
                                    _q("per_page", {"type": "integer", "minimum": 1, "maximum": 200}, "default 20")],
                     "responses": {"200": _json({"type": "object", "properties": {
                         "batches": {"type": "array", "items": _ref("Batch")}, "page": {"type": "integer"},
                         "per_page": {"type": "integer"}, "total": {"type": "integer"},
                         "pages": {"type": "integer"}}}, "A page of batches"), "400": ERR}},
             "post": {"summary": "Submit up to MAX_BATCH_URLS URLs (JSON list, pasted text or text/CSV file)",
-                     "parameters": [IDEMPOTENCY],
+                     "operationId": "createBatch", "parameters": [IDEMPOTENCY],
                      "requestBody": {"required": True, "content": {
-                         "application/json": {"schema": {"type": "object", "required": ["urls"], "properties": {
-                             "urls": {"type": "array", "items": {"type": "string"}},
+                         "application/json": {"schema": {
+                             "type": "object", "anyOf": [{"required": ["urls"]}, {"required": ["text"]}],
+                             "description": "`urls`, or `text` (used when `urls` is absent). Lines that are "
+                                            "not URLs are reported in `invalid_lines`; none valid: 422 "
+                                            "no_valid_urls",
+                             "properties": {
+                             "urls": {"type": "array", "minItems": 1, "items": {"type": "string"}},
                              "text": {"type": "string", "description": "instead of urls: the list as typed, "
                                       "one URL a line; blank lines and lines starting with # are skipped, "
                                       "rejected lines keep the text's own line numbers"},
-                             "name": {"type": "string"}, "callback_url": {"type": "string"},
+                             "name": {"type": "string"}, "callback_url": URL,
                              **SEGMENT_OPTIONS}}},
                          "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
                              "file": {"type": "string", "format": "binary",
                                       "description": "one URL a line (blank and # lines skipped, as `text`); "
                                                      "CSV: `url` column or the first"},
-                             "name": {"type": "string"}, **SEGMENT_OPTIONS}}}}},
-                     "responses": {"202": _located(_ref("Batch"), "The batch; bad lines in invalid_lines"),
-                                   "200": _json(_ref("Batch"), "The batch made earlier with this Idempotency-Key"),
+                             "name": {"type": "string"}, "callback_url": {"anyOf": [EMPTY, URL]},
+                             **FORM_OPTIONS}}}}},
+                     "responses": {"202": _linked(_located(_ref("Batch"), "The batch; bad lines in invalid_lines"),
+                                                  BATCH_LINKS),
+                                   "200": _linked(_json(_ref("Batch"), "The batch made earlier with this "
+                                                                       "Idempotency-Key"), BATCH_LINKS),
                                    "400": ERR, "413": ERR, "415": ERR, "422": ERR, **GUARDED}}},
         "/api/batches/{batch_id}": {
-            "get": {"summary": "A batch with counts per status and progress",
-                    "parameters": [{"name": "batch_id", "in": "path", "required": True,
-                                    "schema": {"type": "string"}}],
+            "get": {"summary": "A batch with counts per status and progress", "operationId": "getBatch",
+                    "parameters": [BATCH_ID],
                     "responses": {"200": _json(_ref("Batch"), "The batch"), "404": ERR}},
-            "delete": {"summary": "Delete a batch with its jobs and their stored files",
+            "delete": {"summary": "Delete a batch with its jobs and their stored files", "operationId": "deleteBatch",
                        "parameters": [BATCH_ID],
                        "responses": {"204": {"description": "Deleted"}, "404": ERR, **GUARDED}}},
         "/api/batches/{batch_id}/cancel": {
             "post": {"summary": "Cancel the batch's queued and running jobs (finished ones stay)",
+                     "operationId": "cancelBatch",
                      "parameters": [BATCH_ID],
                      "responses": {"200": _json(_ref("Batch"), "The batch, with `cancelled`: jobs cancelled now"),
                                    "404": ERR, **GUARDED}}},
         "/api/batches/{batch_id}/retry": {
-            "post": {"summary": "Run the batch's failed jobs again",
+            "post": {"summary": "Run the batch's failed jobs again", "operationId": "retryBatch",
                      "parameters": [BATCH_ID],
                      "responses": {"202": _located(_ref("Batch"), "The batch, with `retried`: jobs queued again"),
                                    "404": ERR, **GUARDED}}},
@@ -202,7 +266,11 @@ SPEC = {
                                        "seconds to wait for a URL/upload job (default SYNC_WAIT_S)")],
                      "requestBody": SUBMIT_BODY,
                      "responses": {"200": _json(_ref("Result"), "The classification"),
-                                   "202": LOCATED_JOB, "400": ERR, "404": ERR, "422": ERR, "503": ERR, **GUARDED}}},
+                                   "202": _linked(LOCATED_JOB, JOB_LINKS), "400": ERR, "404": ERR, "413": ERR,
+                                   "415": ERR,
+                                   "422": _json({"allOf": [_ref("Error"), {"type": "object", "properties": {
+                                       "job": _ref("Job")}}]}, "The job failed: its error, and the job"),
+                                   "503": ERR, **GUARDED}}},
         "/api/health": {
             "get": {"summary": "Versions and reachability of database, queue and model; whether API "
                                 "keys are required; `vidclass up`'s restarts (no connection URLs)",
@@ -294,10 +362,12 @@ SPEC = {
                       "description": "shot boundaries inside the segment (seconds)"},
             "subcategory": {"type": "string", "nullable": True},
             "subcategory_confidence": {"type": "number", "nullable": True}}},
-        "JobExport": {"type": "object", "properties": {
+        "JobExport": {"type": "object", "required": ["jobs", "total"], "additionalProperties": False,
+                      "properties": {
             "jobs": {"type": "array", "items": _ref("Job")},
             "total": {"type": "integer", "description": "rows in jobs"}}},
-        "JobPage": {"type": "object", "properties": {
+        "JobPage": {"type": "object", "required": ["jobs", "per_page", "total", "pages", "next_cursor"],
+                    "properties": {
             "jobs": {"type": "array", "items": _ref("Job")}, "page": {"type": "integer"},
             "per_page": {"type": "integer"}, "total": {"type": "integer"}, "pages": {"type": "integer"},
             "next_cursor": {"type": "string", "nullable": True,
@@ -325,4 +395,7 @@ SPEC = {
 
 @bp.get("/api/openapi.json")
 def openapi():
-    return jsonify(SPEC)
+    # deepcopy keeps shared sub-schemas shared: URL is set once for every place that uses it.
+    spec, url = copy.deepcopy((SPEC, URL))
+    url["maxLength"] = current_app.config["MAX_URL_LENGTH"]
+    return jsonify(spec)

@@ -91,12 +91,22 @@ def test_idempotency_key_returns_the_same_job(api):
     ({"data": "url=x", "content_type": "text/plain"}, 415, "unsupported_media_type"),
     ({"data": {"other": "x"}, "content_type": "multipart/form-data"}, 400, "missing_file"),
     ({"json": {"url": "https://example.org/v.mp4", "callback_url": "file:///etc/passwd"}}, 400, "bad_url"),
+    ({"json": {"url": "https://example.org/v\x1d.mp4"}}, 400, "bad_url"),
+    ({"json": {"video": "a\x00b"}}, 400, "bad_character"),
+    ({"json": {"url": "https://example.org/v.mp4", "segments": "true"}}, 400, "bad_option"),
 ])
 def test_bad_submissions_get_clear_4xx(api, kwargs, status, code):
     r = api["client"].post("/api/jobs", **kwargs)
     assert r.status_code == status
     body = r.get_json()
     assert body["code"] == code and body["message"]
+
+
+def test_nul_characters_are_refused_in_queries_and_json(api):
+    r = api["client"].get("/api/jobs?q=a%00b")
+    assert r.status_code == 400 and r.get_json()["code"] == "bad_character"
+    r = api["client"].post("/api/batches", json={"urls": ["https://example.org/a"], "name": "x\x00"})
+    assert r.status_code == 400 and r.get_json()["code"] == "bad_character"
 
 
 def test_generic_http_errors_are_json(api):
@@ -341,7 +351,7 @@ def test_batch_keeps_only_the_first_100_rejected_lines(api):
     assert len(got.data) < 100_000, "GET returns the capped list, not 300 KB of bad lines"
     assert got.get_json()["invalid_count"] == 300 and len(got.get_json()["invalid_lines"]) == 100
     r = c.post("/api/batches", json={"urls": bad})
-    assert r.status_code == 400 and r.get_json()["invalid_count"] == 300
+    assert r.status_code == 422 and r.get_json()["invalid_count"] == 300
     assert len(r.get_json()["invalid_lines"]) == 100
 
 

@@ -184,7 +184,7 @@ def test_pasted_and_uploaded_lists_share_one_parser_with_the_users_line_numbers(
                content_type="multipart/form-data").get_json()
     assert r["total"] == 1 and [(e["line"], e["value"]) for e in r["invalid_lines"]] == [(5, "nope")]
     only_comments = c.post("/api/batches", json={"text": "# nothing\n\n"})
-    assert only_comments.status_code == 400 and only_comments.get_json()["code"] == "no_valid_urls"
+    assert only_comments.status_code == 422 and only_comments.get_json()["code"] == "no_valid_urls"
 
 
 def test_location_headers_on_202(api):

@@ -175,11 +175,18 @@ def test_api_options_are_checked_and_stored_segments_are_shown_with_urls():
     with Flask(__name__).app_context():
         assert job_options({}) == {}
         assert job_options({"segments": "auto"}) == {}
-        assert job_options({"segments": "true", "min_segment_s": "3"}) == {"segments": True, "min_segment_s": 3.0}
-        for bad in ({"segments": "maybe"}, {"segments": 1}, {"min_segment_s": 0}, {"min_segment_s": "x"},
-                    {"min_segment_s": True}):
+        assert job_options({"segments": True, "min_segment_s": 3}) == {"segments": True, "min_segment_s": 3.0}
+        # Form fields are words and decimals; JSON takes JSON types only.
+        assert job_options({"segments": "true", "min_segment_s": "3"}, form=True) == \
+            {"segments": True, "min_segment_s": 3.0}
+        assert job_options({"segments": "off", "min_segment_s": ""}, form=True) == {"segments": False}
+        for bad in ({"segments": "maybe"}, {"segments": 1}, {"segments": "true"}, {"min_segment_s": 0},
+                    {"min_segment_s": "x"}, {"min_segment_s": "3"}, {"min_segment_s": True}):
             with pytest.raises(ApiError):
                 job_options(bad)
+        for bad in ({"segments": "TRUE"}, {"min_segment_s": "x"}, {"min_segment_s": "0"}):
+            with pytest.raises(ApiError):
+                job_options(bad, form=True)
     job = Job(id="j1", source_kind="url", source="x", status="done", segments=[
         {"start": 0, "end": 30, "label": "Gaming", "confidence": 0.9, "probabilities": {}, "thumbnail_path": "/t/0.jpg"},
         {"start": 30, "end": 40, "label": "Flat_Content", "confidence": 0.8, "probabilities": {}}])
