@@ -46,11 +46,13 @@ test: venv browser
 # Retrain the shipped model from scratch on a labelled corpus: features of every clip
 # (resumable), family folds and locked families for the shipped recipe, the baseline and the
 # previous recipe (the gate), calibration and the learning curve (reports/), then the ensemble
-# fitted on every clip (models_enhanced/).
+# fitted on every clip (models_enhanced/), and the corpus's clip vectors that retraining from
+# users' corrections starts from (features_enhanced/corpus_pooled.npz).
 CORPUS ?= ../shared/corpus
 model: venv
 	$(VENV)/bin/vidclass extract $(CORPUS) --out features_enhanced --index-dir data/processed/test --test-fraction 0.2
 	$(VENV)/bin/vidclass train --reports reports
+	$(VENV)/bin/vidclass pool-corpus
 
 bench: venv
 	$(VENV)/bin/python -m bench.run_all

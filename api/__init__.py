@@ -11,7 +11,7 @@ import logging
 def create_app(config: dict | None = None):
     from flask import Flask
 
-    from api import auth, batches, compat, dashboard, errors, health, jobs, openapi, store
+    from api import auth, batches, compat, dashboard, errors, health, jobs, models, openapi, store
     from db import settings
 
     app = Flask(__name__, static_folder=None)
@@ -23,7 +23,7 @@ def create_app(config: dict | None = None):
     errors.register(app)
     store.init_app(app)
     auth.init_app(app)
-    for module in (jobs, batches, compat, health, dashboard, openapi):
+    for module in (jobs, batches, compat, health, dashboard, models, openapi):
         app.register_blueprint(module.bp)
     try:
         from api import ui   # the web UI (owned elsewhere): `/` and web/ static files

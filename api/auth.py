@@ -31,7 +31,7 @@ from flask import current_app, g, request
 from sqlalchemy import select, update
 
 from api.errors import ApiError
-from db.models import ApiKey, utcnow
+from db.models import KEY_SCOPES, ApiKey, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -58,18 +58,22 @@ PUBLIC_READS = ("/api/health", "/api/openapi.json", "/api/docs")
 
 
 def _guarded() -> str | None:
-    """"write" (writes and exports: a key or, keyless, this origin), "read" (a key when keys are
-    required) or None (not guarded)."""
+    """What a request does: "admin" (retrain, promote, roll back models), "write", "export" (a key
+    or, keyless, this origin; rate-limited), "read" (a key when keys are required) or None (open)."""
     if not request.path.startswith("/api/") or request.path in PUBLIC_READS:
         return None
     if request.method in UNSAFE:
-        return "write"
+        return "admin" if request.path.startswith("/api/models") else "write"
     if request.method == "GET" and request.path == "/api/jobs":
         from api.jobs import is_export
 
         if is_export():
-            return "write"
+            return "export"
     return "read"
+
+
+# The key scope (db.models.KEY_SCOPES) each kind of request needs: an export is a read.
+NEEDED_SCOPE = {"read": "read", "export": "read", "write": "write", "admin": "admin"}
 
 
 def _check_origin() -> None:
@@ -129,7 +133,7 @@ def before_request():
     token = _bearer()
     if token is None and request.headers.get("Authorization"):
         raise _unauthorized("invalid_api_key", "Authorization must be `Bearer <API key>`")
-    if token is None and kind == "write":
+    if token is None and kind != "read":
         _check_origin()
     session = get_session()
     if token is None:
@@ -141,11 +145,15 @@ def before_request():
     if key is None or key.revoked_at is not None:
         raise _unauthorized("invalid_api_key", "unknown or revoked API key")
     g.api_key_id = key.id
+    if KEY_SCOPES.index(key.scope or "write") < KEY_SCOPES.index(NEEDED_SCOPE[kind]):
+        raise ApiError(403, "insufficient_scope", f"this key's scope is {key.scope!r}; this request needs a "
+                                                  f"{NEEDED_SCOPE[kind]!r} key (`vidclass keys create "
+                                                  f"--scope {NEEDED_SCOPE[kind]}`)")
     now = utcnow()
     if key.last_used_at is None or key.last_used_at < now - timedelta(minutes=1):
         session.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now))
         session.commit()
-    if kind == "write":       # reads (the UI polls them) do not count against the limit
+    if kind != "read":        # reads (the UI polls them) do not count against the limit
         _rate_limit(key.id)
     return None
 
@@ -185,10 +193,12 @@ def init_app(app) -> None:
 
 # ------------------------------------------------------------------ key management (the CLI)
 
-def create_key(session, name: str) -> tuple[ApiKey, str]:
+def create_key(session, name: str, scope: str = "write") -> tuple[ApiKey, str]:
+    if scope not in KEY_SCOPES:
+        raise ValueError(f"scope must be one of {', '.join(KEY_SCOPES)}")
     token = new_token()
     key = ApiKey(name=name, prefix=token[:len(TOKEN_PREFIX) + 6], key_hash=hash_token(token),
-                 created_at=utcnow())
+                 created_at=utcnow(), scope=scope)
     session.add(key)
     session.flush()
     return key, token

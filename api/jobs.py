@@ -109,10 +109,30 @@ def set_label(job_id):
         raise ApiError(400, "bad_label", f"label must be one of {', '.join(CLASS_NAMES)}", field="label")
     session = get_session()
     job = load_job(job_id)
+    if job.status != "done":
+        raise ApiError(409, "job_not_done", f"job {job_id} is {job.status}: only a finished result can be "
+                                            f"corrected (a failed job has no answer and nothing to learn from)")
     job.true_label = label[0] if label else None
     job.labelled_at = utcnow() if label else None
     session.commit()
-    return jsonify(job.to_dict())
+    reason = unlearnable_reason(session, job)
+    return jsonify({**job.to_dict(), "learnable": reason is None, "learnable_reason": reason})
+
+
+def unlearnable_reason(session, job: Job) -> str | None:
+    """Why a retrain cannot learn from this job's correction, or None when it can
+    (worker/retrain.py learnable_corrections is the rule)."""
+    from db.models import ModelVersion
+
+    if job.source_kind == "test-set":
+        return "a test-set clip: it is in the corpus already, with its own label"
+    if job.clip_features is None:
+        return ("its clip features were not kept (made before they were stored, or cleared after "
+                "FEATURE_RETENTION_DAYS): the correction is recorded, but a retrain cannot learn from it")
+    active = session.execute(select(ModelVersion.pipeline_version).where(ModelVersion.status == "active")).scalar()
+    if active is not None and job.features_pipeline != active:
+        return "its features were made by another feature pipeline than the active model's"
+    return None
 
 
 def remove_stored_files(job: Job) -> None:

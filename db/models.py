@@ -1,4 +1,4 @@
-"""Job, batch, API key and callback tables. The schema itself is created only by the Alembic
+"""Job, batch, API key, callback and model version tables. The schema itself is created only by the Alembic
 migrations."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 import uuid
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 SOURCE_KINDS = ("url", "upload", "test-set")
@@ -143,6 +143,7 @@ class Job(Base):
         Index("ix_jobs_label_created", "label", "created_at"),
         Index("ix_jobs_batch_status", "batch_id", "status"),
         Index("ix_jobs_review_id", "review_score", "id"),
+        Index("ix_jobs_model_version", "model_version"),
     )
 
     def to_dict(self) -> dict:
@@ -186,6 +187,57 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # What the key may do (KEY_SCOPES, each including the ones before it): read, write (submit,
+    # cancel, correct, delete), admin (retrain, promote, roll back models).
+    scope: Mapped[str] = mapped_column(String(16), default="write", server_default="write")
+
+
+KEY_SCOPES = ("read", "write", "admin")
+MODEL_STATUSES = ("training", "candidate", "active", "retired", "failed")
+
+
+class ModelVersion(Base):
+    """A version of the classifier. Version 1 is the shipped (configured) model; later ones are
+    retrained from users' corrections, evaluated, and promoted or not. One is `active`: the one the
+    workers classify with (they check before each task). At most one is `training` at a time."""
+    __tablename__ = "models"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    digest: Mapped[str | None] = mapped_column(String(64))          # Ensemble.version of its members
+    parent_id: Mapped[int | None] = mapped_column(Integer, ForeignKey("models.id"))   # active when trained
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    status: Mapped[str] = mapped_column(String(16))
+    path: Mapped[str | None] = mapped_column(Text)                  # its models folder (version 1: configured)
+    pipeline_version: Mapped[str | None] = mapped_column(String(64))   # features it reads (jobs.features_pipeline)
+    training: Mapped[dict | None] = mapped_column(JSON)             # data summary, correction job ids
+    metrics: Mapped[dict | None] = mapped_column(JSON)              # evaluation beside its parent
+    progress: Mapped[int] = mapped_column(Integer, default=0)
+    error_message: Mapped[str | None] = mapped_column(Text)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+    promoted_at: Mapped[datetime | None] = mapped_column(DateTime)
+    replaced_id: Mapped[int | None] = mapped_column(Integer)        # the active version it replaced: rollback
+    note: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        # The database, not a check-then-insert, keeps one active and one training version.
+        Index("uq_models_one_active", "status", unique=True, sqlite_where=text("status = 'active'"),
+              postgresql_where=text("status = 'active'")),
+        Index("uq_models_one_training", "status", unique=True, sqlite_where=text("status = 'training'"),
+              postgresql_where=text("status = 'training'")),
+    )
+
+    def to_dict(self, full: bool = True) -> dict:
+        training = dict(self.training or {})
+        training.pop("correction_job_ids", None)       # may be thousands: for the next retrain, not shown
+        out = {"id": self.id, "digest": self.digest, "parent_id": self.parent_id, "status": self.status,
+               "created_at": _iso(self.created_at), "finished_at": _iso(self.finished_at),
+               "promoted_at": _iso(self.promoted_at), "progress": self.progress,
+               "pipeline_version": self.pipeline_version, "training": training, "note": self.note,
+               "error": self.error_message, "replaced_id": self.replaced_id}
+        if full:
+            out["metrics"] = self.metrics
+        return out
 
 
 CALLBACK_STATUSES = ("pending", "delivered", "failed")

@@ -55,6 +55,12 @@ SETTINGS: tuple[Setting, ...] = (
             "How long a finished job keeps its clip features (the pooled vector a correction is "
             "learned from, ~12 KB): 0 keeps them as long as the job; N clears them N days after the "
             "job ended, unless a user corrected its label."),
+    Setting("MODEL_STORE_DIR", str(INSTANCE_DIR / "models"), str,
+            "Where retrained model versions are written (MODEL_STORE_DIR/v<id>/); shared storage "
+            "that every classification worker can read, like UPLOAD_DIR."),
+    Setting("PROMOTE_MARGIN", 0.01, float,
+            "A candidate model whose accuracy on the corpus's family folds is below the active "
+            "model's by more than this (0.01 = 1 point) is not promoted unless forced."),
     Setting("UPLOAD_RETENTION_H", 24.0, float,
             "Uploads of failed or cancelled jobs are kept this many hours after the job ended, so "
             "the job can be retried, then deleted (0 = keep them). Uploads of done jobs are "

@@ -1,10 +1,12 @@
-"""Service commands of the `vidclass` CLI: db upgrade, keys, worker, api, up, flower, export-labels.
+"""Service commands of the `vidclass` CLI: db upgrade, keys, worker, api, up, flower, retrain, models,
+export-labels.
 
 The core CLI finds `register` through the `vidclass.commands` entry point. Imports stay inside
 the command functions so `vidclass --help` does not load Flask or Celery.
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -25,6 +27,9 @@ def register(subparsers) -> None:
     k_sub = k.add_subparsers(dest="keys_command", required=True)
     kc = k_sub.add_parser("create", help="create a key and print it (shown only this once)")
     kc.add_argument("--name", default="", help="what the key is for")
+    kc.add_argument("--scope", default="write", choices=("read", "write", "admin"),
+                    help="read: reads and exports; write: also submit, cancel, correct, delete (default); "
+                         "admin: also retrain, promote and roll back models")
     kc.set_defaults(func=cmd_keys_create)
     kl = k_sub.add_parser("list", help="list keys (never the keys themselves)")
     kl.add_argument("--all", action="store_true", help="include revoked keys")
@@ -70,6 +75,34 @@ def register(subparsers) -> None:
                    help="job worker processes (default WORKER_CONCURRENCY=2)")
     u.set_defaults(func=cmd_up)
 
+    r = subparsers.add_parser(
+        "retrain", help="queue a retrain from users' corrections on the workers: a candidate model version",
+        description="Queue a training job (the `train` queue, served by the classification worker): the "
+                    "corpus's clip vectors plus every corrected job whose features match the active model, "
+                    "evaluated beside the active model on the corpus's family folds and on corrections held "
+                    "out by source group. Then `vidclass models list` and `vidclass models promote ID`.")
+    r.add_argument("--note", help="what this retrain is for (shown in the list)")
+    r.add_argument("--wait", action="store_true", help="wait for it to finish and print its evaluation")
+    r.add_argument("--database-url", help="default: DATABASE_URL or instance/vidclass.db")
+    r.set_defaults(func=cmd_retrain)
+
+    m = subparsers.add_parser("models", help="model versions: list, show, promote, rollback")
+    m_sub = m.add_subparsers(dest="models_command", required=True)
+    ml = m_sub.add_parser("list", help="every version with its status and evaluation beside its parent")
+    ml.set_defaults(func=cmd_models_list)
+    ms = m_sub.add_parser("show", help="one version's training data and evaluation (JSON)")
+    ms.add_argument("id", type=int)
+    ms.set_defaults(func=cmd_models_show)
+    mp = m_sub.add_parser("promote", help="make a candidate the active model (workers switch before their next task)")
+    mp.add_argument("id", type=int)
+    mp.add_argument("--force", action="store_true", help="promote even when it is worse than the active model "
+                                                         "by more than PROMOTE_MARGIN")
+    mp.set_defaults(func=cmd_models_promote)
+    mr = m_sub.add_parser("rollback", help="return to the version the active one replaced")
+    mr.set_defaults(func=cmd_models_rollback)
+    for p in (ml, ms, mp, mr):
+        p.add_argument("--database-url", help="default: DATABASE_URL or instance/vidclass.db")
+
     e = subparsers.add_parser(
         "export-labels", help="the jobs users corrected (PUT /api/jobs/<id>/label) as a labelled set",
         description="Write the videos of corrected jobs as OUT_DIR/{Category}/user_labelled/<file> "
@@ -79,6 +112,110 @@ def register(subparsers) -> None:
     e.add_argument("out_dir", metavar="OUT_DIR", help="folder to write (created if missing)")
     e.add_argument("--database-url", help="default: DATABASE_URL or instance/vidclass.db")
     e.set_defaults(func=cmd_export_labels)
+
+
+def _models_call(args, action):
+    """Run api.models' `action(session)` on the database; its refusals print as messages."""
+    from api.errors import ApiError
+    from db import session
+
+    session.upgrade(args.database_url)
+    try:
+        with session.session_scope(args.database_url) as s:
+            return action(s)
+    except ApiError as exc:
+        print(f"{exc.code}: {exc.message}", file=sys.stderr)
+        return None
+
+
+def _pct(value) -> str:
+    return f"{value:.1%}" if isinstance(value, (int, float)) else "-"
+
+
+def cmd_retrain(args) -> int:
+    import time
+
+    from api import models
+    from db import session
+    from db.models import ModelVersion
+    from worker.celery_app import make_app
+
+    row = _models_call(args, lambda s: models.queue_retrain(s, make_app(), args.note).to_dict())
+    if row is None:
+        return 1
+    print(f"model version {row['id']} queued (retrain from version {row['parent_id']}); "
+          f"`vidclass models show {row['id']}` follows it")
+    if not args.wait:
+        return 0
+    while True:
+        with session.session_scope(args.database_url) as s:
+            now = s.get(ModelVersion, row["id"]).to_dict()
+        if now["status"] != "training":
+            break
+        print(f"\r{now['progress']:3d}%", end="", file=sys.stderr, flush=True)
+        time.sleep(2)
+    print(file=sys.stderr)
+    if now["status"] == "failed":
+        print(f"failed: {now['error']}", file=sys.stderr)
+        return 1
+    gate = now["metrics"]["gate"]
+    print(f"candidate {now['id']}: corpus family folds {_pct(gate['candidate_accuracy'])} "
+          f"(active {_pct(gate['active_accuracy'])}); "
+          + ("may be promoted" if gate["passes"] else "worse than the active model by more than PROMOTE_MARGIN"))
+    return 0
+
+
+def cmd_models_list(args) -> int:
+    from sqlalchemy import select
+
+    from db.models import ModelVersion
+
+    def listing(s):
+        return [r.to_dict() for r in s.execute(select(ModelVersion).order_by(ModelVersion.id)).scalars()]
+    rows = _models_call(args, listing)
+    if rows is None:
+        return 1
+    print(f"{'id':>3}  {'status':9}  {'digest':12}  {'parent':>6}  {'corrections':>11}  {'folds':>6}  "
+          f"{'parent':>6}  {'held-out':>8}  created")
+    for r in rows:
+        m = r.get("metrics") or {}
+        gate, corr = m.get("gate") or {}, (m.get("corrections") or {}).get("candidate") or {}
+        print(f"{r['id']:>3}  {r['status']:9}  {(r['digest'] or '-'):12}  {r['parent_id'] or '-':>6}  "
+              f"{r['training'].get('corrections', '-'):>11}  {_pct(gate.get('candidate_accuracy')):>6}  "
+              f"{_pct(gate.get('active_accuracy')):>6}  {_pct(corr.get('accuracy')):>8}  {r['created_at']}")
+    print("folds: accuracy on the corpus's family folds, parent: the active model's on the same folds; "
+          "held-out: on corrections held out by source group")
+    return 0
+
+
+def cmd_models_show(args) -> int:
+    from api import models
+
+    row = _models_call(args, lambda s: models.load_version(s, args.id).to_dict())
+    if row is None:
+        return 1
+    print(json.dumps(row, indent=1))
+    return 0
+
+
+def cmd_models_promote(args) -> int:
+    from api import models
+
+    row = _models_call(args, lambda s: models.promote(s, args.id, args.force).to_dict())
+    if row is None:
+        return 1
+    print(f"model version {row['id']} ({row['digest']}) is active; workers switch before their next task")
+    return 0
+
+
+def cmd_models_rollback(args) -> int:
+    from api import models
+
+    row = _models_call(args, lambda s: models.rollback(s).to_dict())
+    if row is None:
+        return 1
+    print(f"rolled back: model version {row['id']} ({row['digest']}) is active again")
+    return 0
 
 
 def cmd_db_upgrade(args) -> int:
@@ -95,7 +232,7 @@ def cmd_keys_create(args) -> int:
 
     session.upgrade(args.database_url)
     with session.session_scope(args.database_url) as s:
-        key, token = auth.create_key(s, args.name)
+        key, token = auth.create_key(s, args.name, args.scope)
         key_id = key.id
     print(token)
     print(f"key {key_id} created; it is shown only now. Send it as `Authorization: Bearer <key>`. "
@@ -113,12 +250,12 @@ def cmd_keys_list(args) -> int:
     with session.session_scope(args.database_url) as s:
         keys = s.execute(select(ApiKey).order_by(ApiKey.created_at)).scalars().all()
         hidden = sum(1 for k in keys if k.revoked_at) if not args.all else 0
-        print(f"{'id':36}  {'prefix':10}  {'created':19}  {'last used':19}  {'state':7}  name")
+        print(f"{'id':36}  {'prefix':10}  {'scope':5}  {'created':19}  {'last used':19}  {'state':7}  name")
         for k in keys:
             if k.revoked_at and not args.all:
                 continue
             when = lambda t: t.isoformat(sep=" ", timespec="seconds") if t else "-"  # noqa: E731
-            print(f"{k.id:36}  {k.prefix:10}  {when(k.created_at):19}  {when(k.last_used_at):19}  "
+            print(f"{k.id:36}  {k.prefix:10}  {k.scope:5}  {when(k.created_at):19}  {when(k.last_used_at):19}  "
                   f"{'revoked' if k.revoked_at else 'active':7}  {k.name}")
     if hidden:
         print(f"({hidden} revoked key{'s' if hidden != 1 else ''} not shown: `vidclass keys list --all`)")

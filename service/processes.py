@@ -7,7 +7,7 @@ import socket
 import sys
 
 
-ALL_QUEUES = ("download", "classify", "fast", "jobs")     # worker/celery_app.py QUEUES
+ALL_QUEUES = ("download", "classify", "fast", "train", "jobs")     # worker/celery_app.py QUEUES
 
 
 DOWNLOAD_ONLY = {"download", "jobs"}     # "jobs": legacy messages, routed on without the model

@@ -113,7 +113,7 @@ def cmd_up(args) -> int:
         # the classification processes take jobs whose video is on disk.
         children.append(Supervised("download-worker", spawn(worker_argv(
             settings.get("DOWNLOAD_CONCURRENCY"), "download,jobs", "download@%h", "info"))))
-        children.append(Supervised("worker", spawn(worker_argv(workers, "classify,fast", "classify@%h", "info"))))
+        children.append(Supervised("worker", spawn(worker_argv(workers, "classify,fast,train", "classify@%h", "info"))))
         # A separate one-process worker keeps the fast queue answering while long jobs run.
         children.append(Supervised("fast-worker", spawn(worker_argv(1, "fast", "fast@%h", "info"))))
         children.append(Supervised("api", spawn(api_argv(args.host, args.port, 2, 4))))

@@ -144,11 +144,11 @@ class Workers:
 
     The main worker serves `queues` (default: every stage in one prefork worker). like_up() starts
     the workers `vidclass up` starts instead: a download worker (threads, no model, DOWNLOAD_CONCURRENCY),
-    the classification worker (classify,fast) and a one-process fast-queue worker, so the API's
+    the classification worker (classify,fast,train) and a one-process fast-queue worker, so the API's
     bounded fast calls (test-set names, classify-by-name) never wait behind long jobs holding every
     slot of the classification worker, and downloads never hold a model process."""
 
-    def __init__(self, env: dict, concurrency: int = 2, queues: str = "download,classify,fast",
+    def __init__(self, env: dict, concurrency: int = 2, queues: str = "download,classify,fast,train",
                  log: Path | None = None, fast_worker: bool = False, download_worker: bool = False):
         self.env, self.concurrency, self.queues = env, concurrency, queues
         self.log = log
@@ -160,7 +160,7 @@ class Workers:
     @classmethod
     def like_up(cls, env: dict, concurrency: int = 2, log: Path | None = None) -> "Workers":
         """The workers of `vidclass up` (service/supervisor.py cmd_up)."""
-        return cls(env, concurrency=concurrency, queues="classify,fast", log=log, fast_worker=True,
+        return cls(env, concurrency=concurrency, queues="classify,fast,train", log=log, fast_worker=True,
                    download_worker=True)
 
     def _spawn(self, queues: str, concurrency: int, name: str) -> subprocess.Popen:

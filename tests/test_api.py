@@ -302,7 +302,7 @@ def test_retry_clears_the_previous_run(api):
 def test_health_and_metrics(api):
     c = api["client"]
     health = c.get("/api/health").get_json()
-    assert health["database"]["ok"] and health["database"]["revision"] == "0006_clip_features_review"
+    assert health["database"]["ok"] and health["database"]["revision"] == "0007_model_versions"
     assert health["queue"]["ok"] and health["queue"]["version"]
     text = c.get("/metrics").data.decode()
     assert 'vidclass_jobs{status="queued"}' in text and "vidclass_queue_depth" in text

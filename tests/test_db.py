@@ -29,7 +29,7 @@ def test_migrations_create_the_schema(database_url):
     assert db_session.current_revision(database_url) is None
     db_session.upgrade(database_url)
     db_session.upgrade(database_url)          # idempotent
-    assert db_session.current_revision(database_url) == "0006_clip_features_review"
+    assert db_session.current_revision(database_url) == "0007_model_versions"
     insp = inspect(db_session.get_engine(database_url))
     assert {"jobs", "batches", "api_keys", "callbacks", "alembic_version"} <= set(insp.get_table_names())
     indexes = {i["name"] for i in insp.get_indexes("jobs")}

@@ -23,10 +23,10 @@ def test_api_on_a_never_migrated_database_migrates_it_first(redis_url, tmp_path)
         status, _, body = kit.call("GET", server.base + "/api/jobs")
         assert status == 200 and body["total"] == 0, body
         status, _, health = kit.call("GET", server.base + "/api/health")
-        assert health["database"]["revision"] == "0006_clip_features_review"
+        assert health["database"]["revision"] == "0007_model_versions"
     finally:
         server.stop()
-    assert "migrated from empty to 0006_clip_features_review" in (tmp_path / "api.log").read_text()
+    assert "migrated from empty to 0007_model_versions" in (tmp_path / "api.log").read_text()
 
 
 def test_api_reachable_from_other_hosts_requires_keys(redis_url, tmp_path):

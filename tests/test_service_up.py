@@ -57,7 +57,7 @@ def test_up_serves_jobs_survives_a_killed_worker_and_stops_cleanly_on_ctrl_c(ass
             except OSError:
                 return None
         health = kit.wait_for(healthy, 120, what="vidclass up to be healthy")
-        assert health["database"]["revision"] == "0006_clip_features_review"   # migrations ran
+        assert health["database"]["revision"] == "0007_model_versions"   # migrations ran
         assert health["queue"]["ok"] and "url" not in health["queue"] and "url" not in health["database"]
         status, job = _post(f"{base}/api/jobs", {"url": server.url(kit.CLIPS[0].name)})
         assert status == 202

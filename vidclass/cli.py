@@ -255,6 +255,16 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_pool_corpus(args) -> int:
+    from vidclass import paths
+    from vidclass.training.retrain import write_corpus_pooled
+
+    out = write_corpus_pooled(paths.features_dir(args.features_dir), args.out)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB): the corpus's clip vectors, for retraining "
+          f"from corrections")
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     from vidclass import paths
     from vidclass.model.ensemble import Ensemble
@@ -369,6 +379,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reports", default="reports", help="folder for the cross-validation report (default reports/)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("pool-corpus", help="the corpus's clip vectors (features_enhanced/corpus_pooled.npz), "
+                                           "which retraining from corrections starts from")
+    _add_asset_flags(p)
+    p.add_argument("--out", help="file to write (default FEATURES_DIR/corpus_pooled.npz)")
+    p.set_defaults(func=cmd_pool_corpus)
 
     p = sub.add_parser("evaluate", help="metrics of the ensemble on a features file")
     _add_asset_flags(p)

@@ -49,7 +49,6 @@ def ort_cuda_available() -> bool:
 
 def gpu_backbone(pipeline, device: str, batch_size: int | None = None):
     """A backbone on the GPU for this pipeline: ONNX Runtime CUDA if installed, else torch CUDA."""
-    from vidclass.features import backbone as bb
 
     batch_size = batch_size or settings.get("GPU_BATCH_SIZE")
     index = int(device.split(":", 1)[1]) if ":" in device else 0

@@ -6,6 +6,8 @@ The API publishes by task NAME (`send_task`), so it never imports worker.tasks e
   classify  jobs whose video is on shared storage (downloads, uploads) and test-set names: the
             ensemble is loaded once per worker process (one per GPU, a few per CPU machine).
   fast      requests someone waits on: test-set names, classify-by-name, the model version
+  train     retraining a model version from users' corrections (worker/retrain.py): a minute or
+            two of CPU in a child process, served by the classification worker.
   jobs      the single queue of older versions; a message left there is routed to its stage.
 """
 from __future__ import annotations
@@ -17,8 +19,9 @@ from db import settings
 DOWNLOAD_QUEUE = "download"
 CLASSIFY_QUEUE = "classify"
 FAST_QUEUE = "fast"
+TRAIN_QUEUE = "train"
 JOBS_QUEUE = "jobs"          # legacy: drained by workers that serve it (the default set does)
-QUEUES = (DOWNLOAD_QUEUE, CLASSIFY_QUEUE, FAST_QUEUE, JOBS_QUEUE)
+QUEUES = (DOWNLOAD_QUEUE, CLASSIFY_QUEUE, FAST_QUEUE, TRAIN_QUEUE, JOBS_QUEUE)
 # Queues whose tasks need the ensemble: a worker serving none of them never imports torch.
 MODEL_QUEUES = (CLASSIFY_QUEUE, FAST_QUEUE)
 
@@ -29,6 +32,7 @@ SEND_CALLBACK = "vidclass.send_callback"
 CLASSIFY_NAME = "vidclass.fast.classify_name"
 LIST_VIDEOS = "vidclass.fast.list_videos"
 MODEL_INFO = "vidclass.fast.model_info"
+RETRAIN_MODEL = "vidclass.retrain_model"
 
 
 def visibility_timeout_s() -> int:
@@ -56,12 +60,13 @@ def make_app(broker_url: str | None = None) -> Celery:
         task_default_queue=CLASSIFY_QUEUE,
         task_routes={DOWNLOAD_JOB: {"queue": DOWNLOAD_QUEUE}, CLASSIFY_JOB: {"queue": CLASSIFY_QUEUE},
                      PROCESS_JOB: {"queue": JOBS_QUEUE}, SEND_CALLBACK: {"queue": DOWNLOAD_QUEUE},
+                     RETRAIN_MODEL: {"queue": TRAIN_QUEUE},
                      "vidclass.fast.*": {"queue": FAST_QUEUE}},
         result_expires=3600,
         # Loading the ensemble in worker_process_init takes seconds; Celery's default is 4 s.
         worker_proc_alive_timeout=300,
         worker_hijack_root_logger=False,
-        imports=("worker.tasks",),
+        imports=("worker.tasks", "worker.retrain"),
     )
     return app
 

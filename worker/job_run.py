@@ -2,8 +2,6 @@
 the result or the failure with its reason, and the cleanup (worker/tasks.py has the why)."""
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import shutil
 import tempfile
@@ -17,7 +15,7 @@ from sqlalchemy import update
 from db import session as db_session
 from db import settings
 from db.models import FINAL, RUNNING, Job, review_priority, utcnow
-from worker import callbacks, loading
+from worker import callbacks, loading, model_versions
 from worker.enqueue import publish_jobs, stage_of
 from worker.errors import error_of
 from worker.feature_cache import FEATURE_CACHE, file_sha256
@@ -267,8 +265,7 @@ class JobRun(JobProgress):
     def _finish(self, result: dict) -> None:
         thumbs = self.thumbnails
         pipeline = result.get("pipeline")
-        pipeline_version = (hashlib.sha256(json.dumps(pipeline, sort_keys=True).encode()).hexdigest()[:12]
-                            if pipeline else None)
+        pipeline_version = model_versions.pipeline_version(pipeline) if pipeline else None
         self._update(final=True, status="done", progress=100, finished_at=utcnow(), heartbeat_at=utcnow(),
                      label=result["label"], confidence=result["confidence"],
                      uncertain=result.get("uncertain"), probabilities=result["probabilities"], member_probabilities=result.get("members"),

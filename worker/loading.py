@@ -15,7 +15,7 @@ from celery.signals import worker_process_init
 
 from db import session as db_session
 from worker import celery_app as names
-from worker import health_keys
+from worker import health_keys, model_versions
 from worker.celery_app import app
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,7 @@ def _load_classifier() -> None:
         try:
             accel.configure(classifier)
             ensemble = classifier.ensemble
+            model_versions.record_shipped(ensemble)
             health_keys.publish_model(ensemble.version, ensemble.pipeline.to_dict(),
                                       len(ensemble.members), worker_name(), runtime_of(classifier))
         except Exception as exc:      # no models yet: jobs fail with a clear reason instead
@@ -87,6 +88,7 @@ def runtime_of(classifier) -> dict:
 
 
 def classifier():
+    """This process's classifier, on the active model version (worker/model_versions.py)."""
     loader = _state["loader"]
     if loader is not None and loader.is_alive():
         loader.join()                     # the load started at process init
@@ -99,6 +101,7 @@ def classifier():
             _state["load_error"] = None
         except Exception:
             raise _state["load_error"]
+    model_versions.use_active(_state["classifier"])
     return _state["classifier"]
 
 

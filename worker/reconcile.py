@@ -93,6 +93,7 @@ def reconcile_once(redis_client, now=None) -> dict:
     if broker_lost:
         redis_client.set(health_keys.key("broker-marker"), now.isoformat())
     counts["running_stale"], counts["queued_lost"] = len(dead), len(lost)
+    counts["retrains_failed"] = fail_stalled_retrains(now)
     # Retention is counted in hours: sweeping every few minutes is enough, and spares the database
     # a scan of all failed jobs on every pass.
     sweep_due = redis_client.set(health_keys.key("uploads-sweep"), now.isoformat(), nx=True,
@@ -101,6 +102,23 @@ def reconcile_once(redis_client, now=None) -> dict:
     counts["features_cleared"] = clear_expired_features(now) if sweep_due else 0
     counts["thumbnails_deleted"] = delete_expired_thumbnails(now) if sweep_due else 0
     return counts
+
+
+# A retrain reports progress after every fold (seconds apart): this long without one, its worker is gone.
+RETRAIN_STALE_S = 600
+
+
+def fail_stalled_retrains(now) -> int:
+    """A `training` model version whose worker stopped reporting ends `failed`, so it no longer
+    blocks the next retrain (a redelivered message would have resumed it by then)."""
+    from db.models import ModelVersion
+
+    with db_session.session_scope() as s:
+        return s.execute(update(ModelVersion).where(
+            ModelVersion.status == "training", ModelVersion.heartbeat_at < now - timedelta(seconds=RETRAIN_STALE_S))
+            .values(status="failed", finished_at=now,
+                    error_message=f"the worker running it stopped: no progress for {RETRAIN_STALE_S // 60} minutes")
+        ).rowcount
 
 
 def _process_gone(worker: str | None) -> bool:

@@ -44,6 +44,14 @@ class Classifier:
                 self._ensemble = Ensemble.load(self.models_dir, device=self.device)
             return self._ensemble
 
+    def set_ensemble(self, ensemble: Ensemble) -> None:
+        """Classify with another ensemble from now on (a promoted model version). Extractors made for
+        another feature pipeline are dropped and made again for the new one."""
+        with self._lock:
+            if self._ensemble is not None and self._ensemble.pipeline != ensemble.pipeline:
+                self._extractors.clear()
+            self._ensemble = ensemble
+
     @property
     def test_set(self) -> TestSet:
         with self._lock:

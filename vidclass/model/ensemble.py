@@ -76,6 +76,14 @@ def member_files(models_dir: Path) -> list[str]:
     return list(ORIGINAL_MEMBERS)
 
 
+def folder_digest(models_dir: Path) -> str:
+    """What Ensemble.load(models_dir).version will be, from the files alone (no torch, no loading)."""
+    from vidclass.features.backbone import file_sha256
+
+    shas = [file_sha256(models_dir / name) for name in member_files(models_dir) if (models_dir / name).is_file()]
+    return hashlib.sha256("".join(shas).encode()).hexdigest()[:12]
+
+
 def pick_subcategory(names: list[str], probs: np.ndarray, label: str) -> tuple[str, float]:
     """The most likely subcategory of the predicted class.
 
