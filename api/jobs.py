@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from flask import Blueprint, Response, current_app, jsonify, request, send_file, stream_with_context
-from sqlalchemy import Text, cast, delete, func, or_, select, tuple_, update
+from sqlalchemy import Text, cast, delete, false, func, or_, select, tuple_, update
 
 from api.errors import ApiError
 from api.store import get_session
@@ -230,6 +230,7 @@ def history_query():
 
 
 HISTORY_ARGS = {"status", "label", "segment_label", "subcategory", "batch", "source_kind", "q", "created_from", "created_to",
+                "model_version", "model",
                 "min_confidence", "corrected", "disagrees", "uncertain", "sort", "order", "page", "cursor",
                 "per_page", "format", "download"}
 
@@ -262,6 +263,15 @@ def history_filters():
         query = query.where(Job.subcategory.in_(wanted))
     if args.get("batch"):
         query = query.where(Job.batch_id == args["batch"])
+    if args.get("model_version"):      # the digest jobs record
+        query = query.where(Job.model_version.in_([v.strip() for v in args["model_version"].split(",") if v.strip()]))
+    if args.get("model"):              # a model version's number (GET /api/models)
+        from db.models import ModelVersion
+
+        if not re.fullmatch(r"[0-9]+", args["model"]):
+            raise ApiError(400, "bad_filter", "model is a model version number (GET /api/models)", field="model")
+        digest = get_session().execute(select(ModelVersion.digest).where(ModelVersion.id == int(args["model"]))).scalar()
+        query = query.where(Job.model_version == digest) if digest else query.where(false())
     corrected = _flag_arg("corrected")
     if corrected is not None:
         query = query.where(Job.true_label.is_not(None) if corrected else Job.true_label.is_(None))

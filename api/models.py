@@ -57,6 +57,8 @@ def queue_retrain(session, celery_app, note: str | None = None) -> ModelVersion:
     except IntegrityError:
         session.rollback()
         running = session.execute(select(ModelVersion.id).where(ModelVersion.status == "training")).scalar()
+        if running is None:
+            raise
         raise ApiError(409, "retrain_running", f"model version {running} is training; one retrain runs at a time",
                        model_id=running) from None
     try:

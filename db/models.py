@@ -207,7 +207,8 @@ class ModelVersion(Base):
     parent_id: Mapped[int | None] = mapped_column(Integer, ForeignKey("models.id"))   # active when trained
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     status: Mapped[str] = mapped_column(String(16))
-    path: Mapped[str | None] = mapped_column(Text)                  # its models folder (version 1: configured)
+    # Its models folder; "" for version 1, the configured folder (unique: recorded once).
+    path: Mapped[str | None] = mapped_column(Text, unique=True)
     pipeline_version: Mapped[str | None] = mapped_column(String(64))   # features it reads (jobs.features_pipeline)
     training: Mapped[dict | None] = mapped_column(JSON)             # data summary, correction job ids
     metrics: Mapped[dict | None] = mapped_column(JSON)              # evaluation beside its parent

@@ -328,3 +328,82 @@ def test_dashboard_reports_queues_running_jobs_throughput_and_stage_medians(api)
     mine = next(b for b in d["batches"] if b["id"] == batch["id"])
     assert mine["remaining"] == 3
     assert mine["eta_s"] == round(3 * d["stage_medians_s"]["total_s"] / d["eta_parallel_jobs"], 1)
+
+
+def test_model_versions_refuse_bad_requests_with_clear_errors(api):
+    """Corrections, retrains, promotions and rollbacks that cannot be done: each a stable code and
+    nothing changed (issue 21); key scopes."""
+    from api import auth
+    from db import session
+    from db.models import Job, ModelVersion, utcnow
+
+    c = api["client"]
+    tag = "mv" + kit.uuid.uuid4().hex[:8]
+    failed, plain, learnable = add_jobs(api, [("failed", None, None), ("done", "Gaming", 0.6), ("done", "Gaming", 0.7)], tag)
+    r = c.put(f"/api/jobs/{failed}/label", json={"label": "Gaming"})
+    assert r.status_code == 409 and r.get_json()["code"] == "job_not_done"
+    r = c.put(f"/api/jobs/{plain}/label", json={"label": "Animation"})     # kept, but says it cannot teach
+    assert r.status_code == 200 and r.get_json()["learnable"] is False and "features" in r.get_json()["learnable_reason"]
+
+    r = c.post("/api/models")
+    assert r.status_code == 409 and r.get_json()["code"] == "no_active_model"
+    with session.session_scope(api["url"]) as s:
+        shipped = ModelVersion(status="active", digest="d1", pipeline_version="p1", progress=100)
+        s.add(shipped)
+        s.flush()
+        v1 = shipped.id
+    r = c.post("/api/models")
+    assert r.status_code == 409 and r.get_json()["code"] == "no_corrections"
+    with session.session_scope(api["url"]) as s:
+        job = s.get(Job, learnable)
+        job.clip_features, job.features_pipeline = b"\0" * 8, "p1"
+    r = c.put(f"/api/jobs/{learnable}/label", json={"label": "Animation"})
+    assert r.get_json()["learnable"] is True and r.get_json()["learnable_reason"] is None
+    r = c.post("/api/models", json={"note": "first"})
+    assert r.status_code == 202 and r.get_json()["status"] == "training" and r.get_json()["parent_id"] == v1
+    training_id = r.get_json()["id"]
+    assert r.headers["Location"] == f"/api/models/{training_id}"
+    r = c.post("/api/models")                                                  # one retrain at a time
+    assert r.status_code == 409 and r.get_json()["code"] == "retrain_running"
+
+    assert c.post("/api/models/999/promote").get_json()["code"] == "model_not_found"
+    assert c.post(f"/api/models/{training_id}/promote").get_json()["code"] == "not_a_candidate"
+    assert c.post("/api/models/rollback").get_json()["code"] == "nothing_to_roll_back"
+    with session.session_scope(api["url"]) as s:
+        worse = ModelVersion(status="candidate", digest="d3", parent_id=v1, pipeline_version="p1", progress=100,
+                             finished_at=utcnow(), metrics={"gate": {"margin": 0.01, "active_accuracy": 0.8,
+                                                                     "candidate_accuracy": 0.7, "passes": False}})
+        retired = ModelVersion(status="retired", digest="d4", parent_id=v1, pipeline_version="p1")
+        s.add_all([worse, retired])
+        s.flush()
+        worse_id, retired_id = worse.id, retired.id
+    assert c.post(f"/api/models/{retired_id}/promote").get_json()["code"] == "not_a_candidate"
+    r = c.post(f"/api/models/{worse_id}/promote")
+    assert r.status_code == 409 and r.get_json()["code"] == "worse_than_active"
+    assert c.get("/api/models").get_json()["active_id"] == v1                 # nothing changed
+    r = c.post(f"/api/models/{worse_id}/promote", json={"force": True})
+    assert r.status_code == 200 and r.get_json()["status"] == "active" and r.get_json()["replaced_id"] == v1
+    listing = c.get("/api/models").get_json()
+    assert listing["active_id"] == worse_id and {m["id"]: m["status"] for m in listing["models"]}[v1] == "retired"
+    assert c.post("/api/models/rollback").get_json()["id"] == v1
+    assert c.get("/api/models").get_json()["active_id"] == v1
+    assert c.get(f"/api/models/{worse_id}").get_json()["status"] == "retired"
+
+    # Key scopes: read keys read, write keys also write, only admin keys touch models.
+    with session.session_scope(api["url"]) as s:
+        keys = {scope: auth.create_key(s, f"scope-{scope}", scope) for scope in ("read", "write", "admin")}
+        ids = [k.id for k, _ in keys.values()]
+    bearer = {scope: {"Authorization": f"Bearer {token}"} for scope, (_, token) in keys.items()}
+    try:
+        assert c.get("/api/jobs", headers=bearer["read"]).status_code == 200
+        assert c.get("/api/jobs?format=csv", headers=bearer["read"]).status_code == 200
+        r = c.put(f"/api/jobs/{plain}/label", json={"label": "Gaming"}, headers=bearer["read"])
+        assert r.status_code == 403 and r.get_json()["code"] == "insufficient_scope"
+        assert c.put(f"/api/jobs/{plain}/label", json={"label": "Gaming"}, headers=bearer["write"]).status_code == 200
+        r = c.post("/api/models/rollback", headers=bearer["write"])
+        assert r.status_code == 403 and r.get_json()["code"] == "insufficient_scope"
+        assert c.post("/api/models/rollback", headers=bearer["admin"]).get_json()["code"] == "nothing_to_roll_back"
+    finally:
+        with session.session_scope(api["url"]) as s:
+            for key_id in ids:
+                s.get(auth.ApiKey, key_id).revoked_at = utcnow()

@@ -1,7 +1,7 @@
 """Which model version the workers classify with, and switching to a promoted one without a restart.
 
-Version 1 is the configured models folder (VIDCLASS_MODELS_DIR, the shipped model): a worker
-records it when it first loads it. Later versions come from retraining (worker/retrain.py) and
+Version 1 is the configured models folder (VIDCLASS_MODELS_DIR, the shipped model; the version
+path ""): a worker records it when it first loads it. Later versions come from retraining (worker/retrain.py) and
 live in MODEL_STORE_DIR/v<id>/. Before each task a worker reads the active version (one small
 SELECT); when it is not the ensemble the process holds, it loads the active one, once per process.
 A prefork pool process runs one task at a time, so a job already running finishes on the model
@@ -39,8 +39,8 @@ def store_dir() -> Path:
 
 
 def folder_of(version: ModelVersion) -> Path | None:
-    """A version's models folder; None for version 1 (the configured one)."""
-    return Path(version.path) if version.id != 1 and version.path else None
+    """A version's models folder; None for the configured one (version 1, path "")."""
+    return Path(version.path) if version.path else None
 
 
 def record_shipped(ensemble) -> None:
@@ -49,10 +49,10 @@ def record_shipped(ensemble) -> None:
     digest, pipeline = ensemble.version, pipeline_version(ensemble.pipeline.to_dict())
     try:
         with db_session.session_scope() as s:
-            first = s.get(ModelVersion, 1)
-            if first is None:
+            first = s.execute(select(ModelVersion).where(ModelVersion.path == "")).scalar_one_or_none()
+            if first is None:       # the table's first row: version 1 (path "" is unique)
                 active = s.execute(select(ModelVersion).where(ModelVersion.status == "active")).scalar_one_or_none()
-                s.add(ModelVersion(id=1, digest=digest, status="retired" if active else "active", path=None,
+                s.add(ModelVersion(digest=digest, status="retired" if active else "active", path="",
                                    pipeline_version=pipeline, progress=100, finished_at=utcnow(),
                                    promoted_at=None if active else utcnow(),
                                    training={"source": "the configured models folder (shipped)"}))

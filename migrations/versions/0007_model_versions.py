@@ -21,7 +21,7 @@ def upgrade() -> None:
         sa.Column("parent_id", sa.Integer(), sa.ForeignKey("models.id")),
         sa.Column("created_at", sa.DateTime()),
         sa.Column("status", sa.String(16), nullable=False),
-        sa.Column("path", sa.Text()),
+        sa.Column("path", sa.Text(), unique=True),     # "" = the configured folder (version 1)
         sa.Column("pipeline_version", sa.String(64)),
         sa.Column("training", sa.JSON()),
         sa.Column("metrics", sa.JSON()),
