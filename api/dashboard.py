@@ -6,6 +6,7 @@ jobs, throughput and stage times from the database. Estimates (ETA) are labelled
 from __future__ import annotations
 
 import statistics
+import time
 from datetime import timedelta
 
 from flask import Blueprint, jsonify
@@ -26,6 +27,18 @@ def _iso(value):
     return value.isoformat(timespec="milliseconds") + "Z" if value else None
 
 
+def _worker_row(r, name: str, d: dict, now: float) -> dict:
+    """A worker node as its heartbeat describes it, with the model each of its processes holds
+    (model_version: the one they agree on; null while loading or for a download worker)."""
+    models = health_keys.models_of(r, d.get("processes") or [])
+    loaded = sorted({v for v in models.values() if v})
+    return {"name": name, "queues": d.get("queues"), "concurrency": d.get("concurrency"),
+            "active": d.get("active"), "processed": d.get("processed"),
+            "uptime_s": round(now - d["started_at"], 1) if d.get("started_at") else None,
+            "serves_model": d.get("serves_model"),
+            "model_version": loaded[0] if len(loaded) == 1 else None, "model_versions": loaded}
+
+
 @bp.get("/api/dashboard")
 def dashboard():
     session = get_session()
@@ -35,7 +48,8 @@ def dashboard():
         r = redis_client()
         queues = _depth(r)
         seen = health_keys.read(r)
-        workers, model = seen["workers"], seen["model"]
+        model = seen["model"]
+        workers = [_worker_row(r, name, details, time.time()) for name, details in seen["worker_details"].items()]
     except Exception:
         redis_ok = False
     version = (model or {}).get("model_version")
@@ -72,7 +86,7 @@ def dashboard():
                         "eta_s": round(remaining * per_job / parallel, 1) if per_job else None})
     return jsonify({
         "queues": queues, "queue_ok": redis_ok,
-        "workers": [{"name": w, "model_version": version} for w in workers],
+        "workers": workers,
         "model": {"model_version": version, "members": (model or {}).get("members")} if model else None,
         "running": [{"id": j.id, "source": j.source, "source_kind": j.source_kind, "status": j.status,
                      "progress": j.progress, "worker": j.worker, "batch_id": j.batch_id,

@@ -60,6 +60,9 @@ JOB_LINKS = {name: {"operationId": op, "parameters": {"job_id": "$response.body#
 BATCH_LINKS = {name: {"operationId": op, "parameters": {"batch_id": "$response.body#/id"}}
                for name, op in (("GetBatch", "getBatch"), ("CancelBatch", "cancelBatch"),
                                 ("RetryBatch", "retryBatch"), ("DeleteBatch", "deleteBatch"))}
+MODEL_ID = {"name": "model_id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
+MODEL_LINKS = {name: {"operationId": op, "parameters": {"model_id": "$response.body#/id"}}
+               for name, op in (("GetModel", "getModel"), ("PromoteModel", "promoteModel"))}
 BATCH_LINKS["BatchJobs"] = {"operationId": "listJobs", "parameters": {"batch": "$response.body#/id"}}
 
 
@@ -256,6 +259,42 @@ SPEC = {
                      "parameters": [BATCH_ID],
                      "responses": {"202": _located(_ref("Batch"), "The batch, with `retried`: jobs queued again"),
                                    "404": ERR, **GUARDED}}},
+        "/api/models": {
+            "get": {"summary": "Model versions, newest first: status, training data, evaluation beside the "
+                               "parent; the active one; corrections a retrain would learn from",
+                    "operationId": "listModels",
+                    "responses": {"200": _json({"type": "object", "required": ["models", "active_id"], "properties": {
+                        "models": {"type": "array", "items": _ref("ModelVersion")},
+                        "active_id": {"type": "integer", "nullable": True},
+                        "corrections": {"type": "integer"}, "promote_margin": {"type": "number"}}},
+                        "The versions"), **GUARDED}},
+            "post": {"summary": "Retrain from users' corrections: a queued job on the workers (admin key)",
+                     "operationId": "createModel",
+                     "requestBody": {"required": False, "content": {"application/json": {"schema": {
+                         "type": "object", "properties": {"note": {"type": "string"}}}}}},
+                     "responses": {"202": _linked(_located(_ref("ModelVersion"), "The `training` version; poll it"),
+                                                  MODEL_LINKS),
+                                   "400": ERR, "409": _json(_ref("Error"), "no_active_model, no_corrections or "
+                                                                           "retrain_running"),
+                                   "413": ERR, "415": ERR, "503": ERR, **GUARDED}}},
+        "/api/models/{model_id}": {
+            "get": {"summary": "A model version with its full evaluation (corpus folds, held-out corrections, "
+                               "flips, gate)", "operationId": "getModel", "parameters": [MODEL_ID],
+                    "responses": {"200": _json(_ref("ModelVersion"), "The version"), "404": ERR, **GUARDED}}},
+        "/api/models/{model_id}/promote": {
+            "post": {"summary": "Make a candidate the active model; workers switch before their next task "
+                                "(admin key)", "operationId": "promoteModel", "parameters": [MODEL_ID],
+                     "requestBody": {"required": False, "content": {"application/json": {"schema": {
+                         "type": "object", "properties": {"force": {"type": "boolean", "description":
+                             "promote even when worse than the active model by more than PROMOTE_MARGIN"}}}}}},
+                     "responses": {"200": _json(_ref("ModelVersion"), "The now active version"), "400": ERR,
+                                   "404": ERR, "409": _json(_ref("Error"), "not_a_candidate or worse_than_active"),
+                                   "413": ERR, "415": ERR, **GUARDED}}},
+        "/api/models/rollback": {
+            "post": {"summary": "Return to the version the active one replaced (admin key)",
+                     "operationId": "rollbackModel",
+                     "responses": {"200": _json(_ref("ModelVersion"), "The now active version"),
+                                   "409": _json(_ref("Error"), "nothing_to_roll_back"), **GUARDED}}},
         "/api/videos": {
             "get": {"summary": "Test-set video names by category (original API)",
                     "responses": {"200": _json({"type": "object", "properties": {
@@ -388,6 +427,23 @@ SPEC = {
                              "description": "done jobs per label"},
             "finished": {"type": "integer"}, "done": {"type": "boolean"},
             "progress": {"type": "number"}}},
+        "ModelVersion": {"type": "object", "properties": {
+            "id": {"type": "integer"}, "digest": {"type": "string", "nullable": True,
+                                                  "description": "what jobs record as model_version"},
+            "parent_id": {"type": "integer", "nullable": True},
+            "status": {"type": "string", "enum": ["training", "candidate", "active", "retired", "failed"]},
+            "created_at": {"type": "string", "nullable": True}, "finished_at": {"type": "string", "nullable": True},
+            "promoted_at": {"type": "string", "nullable": True}, "progress": {"type": "integer"},
+            "pipeline_version": {"type": "string", "nullable": True},
+            "training": {"type": "object", "description": "corpus clips and sources, corrections and their "
+                                                          "source groups, per class"},
+            "note": {"type": "string", "nullable": True}, "error": {"type": "string", "nullable": True},
+            "replaced_id": {"type": "integer", "nullable": True},
+            "metrics": {"type": "object", "nullable": True,
+                        "description": "corpus (active/candidate: accuracy, recall, ece on the family folds), "
+                                       "corrections (held out by source group), flips, gate"},
+            "gate": {"type": "object", "nullable": True}, "corrections_held_out": {"type": "object", "nullable": True},
+            "flips": {"type": "object", "nullable": True}}},
         "Result": {"type": "object", "properties": {
             "label": {"type": "string"}, "confidence": {"type": "number"},
             "probabilities": {"type": "object"}, "members": {"type": "array", "items": {"type": "object"}},

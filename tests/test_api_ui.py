@@ -316,7 +316,7 @@ def test_dashboard_reports_queues_running_jobs_throughput_and_stage_medians(api)
     prefix = env["REDIS_PREFIX"]
     # A batch's URL jobs wait in the download queue; every queue a worker may serve is listed.
     assert d["queues"]["download"] == r.llen(prefix + "download") == before["queues"]["download"] + 3
-    assert set(d["queues"]) == {"download", "classify", "fast", "jobs"} and d["queue_ok"]
+    assert set(d["queues"]) == {"download", "classify", "fast", "train", "jobs"} and d["queue_ok"]
     assert [j["id"] for j in d["running"] if j["id"] == running_id] == [running_id]
     assert next(j for j in d["running"] if j["id"] == running_id)["worker"] == "host:123"
     # The last hour: three jobs (two a minute ago, one half an hour ago); the 90-minute-old one is out.

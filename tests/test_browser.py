@@ -172,6 +172,13 @@ def clips(tmp_path_factory):
     server.httpd.server_close()
 
 
+SERVICE_DBS: dict[str, Path] = {}       # base URL -> the service's SQLite file
+
+
+def service_db(base: str) -> Path:
+    return SERVICE_DBS[base]
+
+
 @pytest.fixture(scope="module")
 def service(assets, tmp_path_factory):
     """`vidclass up` on a free port with a private database, Redis, upload and thumbnail folders."""
@@ -200,6 +207,7 @@ def service(assets, tmp_path_factory):
     proc = subprocess.Popen(cli + ["up", "--port", str(port), "--workers", "1"], cwd=REPO, env=env,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
+    SERVICE_DBS[base] = work / "vidclass.db"
     try:
         _wait_healthy(base, proc, work / "service.log")
         yield base
@@ -618,13 +626,32 @@ def test_dashboard_shows_queue_workers_throughput_and_stage_times(page, service,
     run_job(service, {"url": clips.url("gaming_supertux_4.mp4")})
     page.get_by_role("tab", name="Dashboard").click()
     expect(page).to_have_url(f"{service}/#dashboard")
-    d = api(service, "/api/dashboard")
+    # Worker nodes report their counts with each heartbeat (every OUTBOX_INTERVAL_S, 2 s).
+    deadline = time.monotonic() + 15
+    while True:
+        d = api(service, "/api/dashboard")
+        if any(w["processed"] for w in d["workers"] if w["serves_model"] is False) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     for name, depth in d["queues"].items():
         expect(page.locator(f'#dash-queues dd[data-queue="{name}"]')).to_have_text(str(depth))
     assert d["workers"], d
     expect(page.locator("#dash-workers tbody tr")).to_have_count(len(d["workers"]))
+    roles = {}
     for w in d["workers"]:
-        expect(page.locator(f'#dash-workers tr[data-worker="{w["name"]}"]')).to_contain_text(w["model_version"][:12])
+        row = page.locator(f'#dash-workers tr[data-worker="{w["name"]}"]')
+        assert w["concurrency"] >= 1 and w["uptime_s"] > 0 and w["processed"] >= 0, w
+        expect(row.locator('[data-field="concurrency"]')).to_have_text(str(w["concurrency"]))
+        if w["serves_model"]:
+            roles["model"] = w
+            expect(row.locator('[data-field="model"]')).to_contain_text(w["model_versions"][0][:12])
+        else:
+            roles["download"] = w
+            expect(row.locator('[data-field="model"]')).to_have_text("none (downloads only)")
+    # `vidclass up`'s download worker (threads, no model) and its model workers are told apart;
+    # the URL job above went through the download worker.
+    assert "download" in roles and "model" in roles and roles["download"]["processed"] >= 1, d["workers"]
+    expect(page.locator("#dash-throughput svg text[data-tick]")).not_to_have_count(0)
     assert d["throughput"]["last_hour"] >= 1
     expect(page.locator("#dash-throughput-total")).to_contain_text(f'{d["throughput"]["last_hour"]} job')
     expect(page.locator("#dash-throughput svg rect.bar")).to_have_count(60)
@@ -786,7 +813,7 @@ def test_phone_width_renders_without_horizontal_scrolling(browser, service, clip
                       [j["id"] for j in recent])
         page.reload()
         expect(page.locator("#jobs li.job")).to_have_count(len(recent))
-        for view in ("classify", "history", "batches", "dashboard"):
+        for view in ("classify", "history", "batches", "dashboard", "models"):
             if view != "classify":
                 page.get_by_role("tab", name=view.capitalize()).click()
                 expect(page.locator(f"#view-{view}")).to_be_visible()
@@ -866,3 +893,45 @@ def test_timeline_has_one_bar_per_segment(browser, service, clips):
         watch.check({"127.0.0.1"})
     finally:
         context.close()
+
+
+def test_models_page_compares_promotes_and_rolls_back(page, service, assets, tmp_path):
+    """A candidate version (two of the three members: another digest) beside the active one; the
+    page promotes it, the next job is classified by it (the worker switched without a restart),
+    and Roll back returns to version 1."""
+    from db import session as db_session
+    from db.models import ModelVersion, utcnow
+    from vidclass.model.ensemble import folder_digest
+
+    url = f"sqlite:///{Path(service_db(service))}"
+    run_job(service, {"video": CLIPS[0][0]})          # the worker has recorded version 1 by then
+    folder = tmp_path / "candidate"
+    folder.mkdir()
+    for name in ("member0.pt", "member1.pt"):
+        shutil.copy(assets / "models" / name, folder / name)
+    (folder / "manifest.json").write_text(json.dumps({"members": ["member0.pt", "member1.pt"]}))
+    with db_session.session_scope(url) as s:
+        v1 = s.query(ModelVersion).filter_by(status="active").one()
+        candidate = ModelVersion(status="candidate", parent_id=v1.id, digest=folder_digest(folder), path=str(folder),
+                                 pipeline_version=v1.pipeline_version, progress=100, finished_at=utcnow(),
+                                 training={"corrections": 3, "correction_groups": 1},
+                                 metrics={"gate": {"margin": 0.01, "active_accuracy": 0.8, "candidate_accuracy": 0.85,
+                                                   "passes": True},
+                                          "corrections": {"active": {"accuracy": 0.5}, "candidate": {"accuracy": 0.75}},
+                                          "flips": {"to_right": [{"job_id": "x"}], "to_wrong": []}})
+        s.add(candidate)
+        s.flush()
+        v1_id, v1_digest, cand_id, cand_digest = v1.id, v1.digest, candidate.id, candidate.digest
+    page.get_by_role("tab", name="Models").click()
+    row = page.locator(f'#models-list tr[data-model="{cand_id}"]')
+    expect(row.locator('[data-metric="folds"]')).to_have_text("85.0% vs 80.0%")
+    expect(row).to_contain_text("+1 / −0")
+    expect(page.locator("#models-summary")).to_contain_text(f"Active: version {v1_id}")
+    screenshot(page, "models", full_page=False)
+    row.get_by_role("button", name="Promote").click()
+    expect(page.locator(f'#models-list tr[data-model="{cand_id}"]')).to_have_attribute("data-status", "active")
+    assert api(service, "/api/models")["active_id"] == cand_id
+    assert run_job(service, {"video": CLIPS[0][0]})["model_version"] == cand_digest
+    page.get_by_role("button", name="Roll back").click()
+    expect(page.locator(f'#models-list tr[data-model="{v1_id}"]')).to_have_attribute("data-status", "active")
+    assert run_job(service, {"video": CLIPS[0][0]})["model_version"] == v1_digest

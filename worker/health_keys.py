@@ -28,13 +28,26 @@ def publish_model(version: str, pipeline: dict, members: int, worker: str, runti
     info = {"model_version": version, "pipeline": pipeline, "members": members,
             "worker": worker, "loaded_at": time.time(), "runtime": runtime}
     try:
-        client().set(key("model"), json.dumps(info))
+        r = client()
+        r.set(key("model"), json.dumps(info))
+        # Per process too (host:pid): the dashboard shows each worker node its processes' models.
+        r.set(key("model-of:") + worker, version, ex=7 * 86400)
     except Exception:
         pass   # health reporting must never stop a worker
 
 
-def beat_worker(hostname: str, ttl_s: float) -> None:
-    client().set(key("worker:") + hostname, json.dumps({"hostname": hostname, "at": time.time()}),
+def models_of(redis_client, processes: list[str]) -> dict[str, str | None]:
+    """{host:pid: model version} of pool processes (None: not loaded yet)."""
+    if not processes:
+        return {}
+    values = redis_client.mget([key("model-of:") + p for p in processes])
+    return {p: v.decode() if v else None for p, v in zip(processes, values)}
+
+
+def beat_worker(hostname: str, ttl_s: float, details: dict | None = None) -> None:
+    """A worker node is alive; `details` says what it serves (queues, concurrency, since when,
+    tasks active and processed, its pool processes)."""
+    client().set(key("worker:") + hostname, json.dumps({"hostname": hostname, "at": time.time(), **(details or {})}),
                  ex=max(1, int(ttl_s)))
 
 
@@ -47,9 +60,17 @@ def publish_supervisor(state: dict, ttl_s: float = 30) -> None:
 
 
 def read(redis_client) -> dict:
-    """{'model': {...} or None, 'workers': [hostname, ...], 'supervisor': {...} or None}."""
+    """{'model': {...} or None, 'workers': [hostname, ...], 'worker_details': {hostname: {...}},
+    'supervisor': {...} or None}."""
     raw, sup = redis_client.mget([key("model"), key("supervisor")])
     prefix = key("worker:")
-    workers = sorted(k.decode()[len(prefix):] for k in redis_client.scan_iter(prefix + "*"))
-    return {"model": json.loads(raw) if raw else None, "workers": workers,
-            "supervisor": json.loads(sup) if sup else None}
+    names = sorted(k.decode() for k in redis_client.scan_iter(prefix + "*"))
+    beats = redis_client.mget(names) if names else []
+    details = {}
+    for name, beat in zip(names, beats):
+        try:
+            details[name[len(prefix):]] = json.loads(beat) if beat else {}
+        except ValueError:
+            details[name[len(prefix):]] = {}
+    return {"model": json.loads(raw) if raw else None, "workers": sorted(details),
+            "worker_details": details, "supervisor": json.loads(sup) if sup else None}

@@ -101,8 +101,12 @@ def classifier():
             _state["load_error"] = None
         except Exception:
             raise _state["load_error"]
-    model_versions.use_active(_state["classifier"])
-    return _state["classifier"]
+    current = _state["classifier"]
+    if model_versions.use_active(current):
+        ensemble = current.ensemble
+        health_keys.publish_model(ensemble.version, ensemble.pipeline.to_dict(), len(ensemble.members),
+                                  worker_name(), runtime_of(current))
+    return current
 
 
 def test_set():

@@ -70,20 +70,21 @@ def active_version() -> ModelVersion | None:
         return row
 
 
-def use_active(classifier) -> None:
-    """Switch `classifier` to the active version when it holds another (called before each task)."""
+def use_active(classifier) -> bool:
+    """Switch `classifier` to the active version when it holds another (called before each task);
+    True when it switched."""
     try:
         active = active_version()
     except Exception as exc:         # the database briefly away: keep the model we have
         log.warning("could not read the active model version: %s", exc)
-        return
+        return False
     if active is None or active.digest is None or classifier.ensemble.version == active.digest:
-        return
+        return False
     from vidclass.model.ensemble import Ensemble
 
     with _switch_lock:
         if classifier.ensemble.version == active.digest:
-            return
+            return False
         t = time.perf_counter()
         folder = folder_of(active)
         ensemble = Ensemble.load(folder, device=classifier.device) if folder else \
@@ -91,7 +92,8 @@ def use_active(classifier) -> None:
         if ensemble.version != active.digest:
             log.error("model version %s: its files have digest %s, not %s; keeping %s", active.id,
                       ensemble.version, active.digest, classifier.ensemble.version)
-            return
+            return False
         classifier.set_ensemble(ensemble)
         _last_switch.update(version=active.id, digest=active.digest, seconds=time.perf_counter() - t)
         log.info("switched to model version %s (%s) in %.2f s", active.id, active.digest, _last_switch["seconds"])
+        return True

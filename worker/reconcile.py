@@ -235,7 +235,7 @@ def _remove_empty_download_dir(path: Path) -> None:
             pass
 
 
-def loop(hostname: str) -> None:
+def loop(hostname: str, details=None) -> None:
     import time
 
     interval = settings.get("RECONCILE_INTERVAL_S")
@@ -246,8 +246,9 @@ def loop(hostname: str) -> None:
         try:
             redis_client = redis_client or health_keys.client()
             publish_outbox(redis_client)
+            # Every tick (one small SET): the dashboard's active and processed counts stay current.
+            health_keys.beat_worker(hostname, ttl_s=interval * 3 + 5, details=details() if details else None)
             if time.monotonic() >= next_full:
-                health_keys.beat_worker(hostname, ttl_s=interval * 3 + 5)
                 reconcile_once(redis_client)
                 next_full = time.monotonic() + interval
         except Exception as exc:     # Redis or the db down: keep trying, that is the point
@@ -256,12 +257,12 @@ def loop(hostname: str) -> None:
         _stop.wait(tick)
 
 
-def start_thread(hostname: str) -> None:
+def start_thread(hostname: str, details=None) -> None:
     global _thread
     if _thread is not None and _thread.is_alive():
         return
     _stop.clear()
-    _thread = threading.Thread(target=loop, args=(hostname,), daemon=True, name="vidclass-reconciler")
+    _thread = threading.Thread(target=loop, args=(hostname, details), daemon=True, name="vidclass-reconciler")
     _thread.start()
     from worker import callbacks
 

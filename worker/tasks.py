@@ -43,7 +43,36 @@ def _start_reconciler(sender=None, **_):
     """The parent worker process runs the reconciler loop (a thread; no torch here)."""
     from worker import reconcile
 
-    reconcile.start_thread(hostname=getattr(sender, "hostname", socket.gethostname()))
+    reconcile.start_thread(hostname=getattr(sender, "hostname", socket.gethostname()),
+                           details=_node_details(sender))
+
+
+def _node_details(consumer):
+    """What this worker node's heartbeat says besides "alive" (read on each beat; the dashboard
+    shows it): concurrency, queues, uptime, tasks active now and processed since start, and its
+    pool processes (host:pid, whose loaded model the pool children publish)."""
+    import time
+
+    from celery.worker import state
+
+    started = time.time()
+    host = socket.gethostname()
+
+    def details() -> dict:
+        pool = getattr(consumer, "pool", None)
+        info = {}
+        try:
+            info = pool.info if pool is not None else {}
+        except Exception:
+            pass
+        queues = sorted(getattr(q, "name", str(q)) for q in (app.amqp.queues.consume_from or {}).values())
+        return {"concurrency": info.get("max-concurrency") or getattr(getattr(consumer, "controller", None),
+                                                                       "concurrency", None),
+                "queues": queues, "started_at": started, "active": len(state.active_requests),
+                "processed": sum(state.total_count.values()),
+                "processes": [f"{host}:{pid}" for pid in info.get("processes") or []],
+                "serves_model": loading.serves_model_queues()}
+    return details
 
 
 @worker_shutdown.connect

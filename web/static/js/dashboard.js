@@ -18,18 +18,26 @@ function table(caption, head, rows, empty) {
     h("tbody", {}, rows)));
 }
 
+// Bars per minute with a y-axis (0, half and the top: whole jobs per minute) and an x-axis.
 function sparkline(counts) {
   const width = 600;
   const height = 80;
+  const left = 28;        // room for the y-axis labels
+  const top = 6;
   const max = Math.max(1, ...counts);
-  const bar = width / counts.length;
-  return s("svg", { viewBox: `0 0 ${width} ${height + 14}`, class: "dash-spark", role: "img",
+  const bar = (width - left) / counts.length;
+  const y = (v) => top + height - (v / max) * height;
+  const ticks = [...new Set([0, Math.round(max / 2), max])];
+  return s("svg", { viewBox: `0 0 ${width} ${height + top + 14}`, class: "dash-spark", role: "img",
     "aria-label": `Jobs finished per minute over the last hour, at most ${max} a minute` },
-  ...counts.map((c, i) => s("rect", { class: "bar", x: (i * bar + 1).toFixed(1), width: Math.max(1, bar - 2).toFixed(1),
-    y: (height - (c / max) * height).toFixed(1), height: ((c / max) * height).toFixed(1) },
+  ...ticks.map((t) => s("line", { class: "grid", x1: left, x2: width, y1: y(t).toFixed(1), y2: y(t).toFixed(1) })),
+  ...ticks.map((t) => s("text", { class: "axis tick", x: left - 4, y: (y(t) + 3).toFixed(1), "text-anchor": "end",
+    "data-tick": t, text: String(t) })),
+  ...counts.map((c, i) => s("rect", { class: "bar", x: (left + i * bar + 1).toFixed(1), width: Math.max(1, bar - 2).toFixed(1),
+    y: y(c).toFixed(1), height: ((c / max) * height).toFixed(1) },
   s("title", { text: `${60 - i} min ago: ${c}` }))),
-  s("text", { x: 0, y: height + 12, class: "axis", text: "60 min ago" }),
-  s("text", { x: width, y: height + 12, class: "axis", "text-anchor": "end", text: "now" }));
+  s("text", { x: left, y: top + height + 12, class: "axis", text: "60 min ago" }),
+  s("text", { x: width, y: top + height + 12, class: "axis", "text-anchor": "end", text: "now" }));
 }
 
 export class DashboardView {
@@ -68,9 +76,16 @@ export class DashboardView {
     $("#dash-queues").replaceChildren(d.queue_ok === false ? h("p", { class: "empty" }, "The queue (Redis) is unreachable.")
       : h("dl", { class: "dash-numbers" }, Object.entries(d.queues || {}).map(([name, n]) => [
         h("dt", {}, `Waiting in “${name}”`), h("dd", { class: "mono", dataset: { queue: name } }, String(n))])));
-    $("#dash-workers").replaceChildren(table("Workers", ["Worker", "Model"], (d.workers || []).map((w) =>
-      h("tr", { dataset: { worker: w.name } }, h("td", { class: "mono" }, w.name),
-        h("td", { class: "mono" }, w.model_version ? String(w.model_version).slice(0, 12) : "not loaded yet"))),
+    $("#dash-workers").replaceChildren(table("Workers", ["Worker", "Queues", "Processes", "Active", "Done", "Up", "Model"],
+      (d.workers || []).map((w) => h("tr", { dataset: { worker: w.name } }, h("td", { class: "mono" }, w.name),
+        h("td", {}, (w.queues || []).join(", ") || "–"),
+        h("td", { class: "num mono", dataset: { field: "concurrency" } }, w.concurrency == null ? "–" : String(w.concurrency)),
+        h("td", { class: "num mono", dataset: { field: "active" } }, w.active == null ? "–" : String(w.active)),
+        h("td", { class: "num mono", dataset: { field: "processed" } }, w.processed == null ? "–" : String(w.processed)),
+        h("td", { class: "num mono" }, w.uptime_s == null ? "–" : seconds(w.uptime_s)),
+        h("td", { class: "mono", dataset: { field: "model" } }, w.serves_model === false ? "none (downloads only)"
+          : (w.model_versions || []).length ? w.model_versions.map((v) => String(v).slice(0, 12)).join(", ")
+            : "loading"))),
     "No worker has a live heartbeat."));
     $("#dash-running").replaceChildren(table("Running jobs", ["Job", "Status", "Progress", "Worker"], (d.running || []).map((j) =>
       h("tr", { dataset: { id: j.id } }, h("td", { title: j.source }, sourceName(j), h("span", { class: "hint mono" }, ` #${shortId(j.id)}`)),

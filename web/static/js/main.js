@@ -1,11 +1,12 @@
-// Entry point: wires the views together. Four views, chosen by the URL hash (#classify, #batches,
-// #history, #dashboard),
+// Entry point: wires the views together. Five views, chosen by the URL hash (#classify, #batches,
+// #history, #dashboard, #models),
 // so links such as "#history?batch=3" open History with a filter and Back works.
 import { getJSON, apiKey, setApiKey, downloadWithKey } from "./api.js";
 import { $, $$ } from "./dom.js";
 import { LiveList, batchActions } from "./live.js";
 import { BatchesView } from "./batches.js";
 import { DashboardView } from "./dashboard.js";
+import { ModelsView } from "./models.js";
 import { setupSubmit } from "./submit.js";
 import { History } from "./history.js";
 
@@ -20,10 +21,11 @@ function showMessage(text, kind = "info") {
 function currentView() {
   if (location.hash.startsWith("#history")) return "history";
   if (location.hash.startsWith("#dashboard")) return "dashboard";
+  if (location.hash.startsWith("#models")) return "models";
   return location.hash.startsWith("#batches") ? "batches" : "classify";
 }
 
-function setupViews(history, batches, dashboard) {
+function setupViews(history, batches, dashboard, models) {
   const tabs = $$(".view-tabs [role=tab]");
   const show = (view, focusTab) => {
     for (const t of tabs) {
@@ -40,6 +42,7 @@ function setupViews(history, batches, dashboard) {
     if (view === "history") history.show();
     if (view === "batches") batches.show(); else batches.hide();
     if (view === "dashboard") dashboard.show(); else dashboard.hide();
+    if (view === "models") models.show(); else models.hide();
   };
   tabs.forEach((tab, i) => {
     tab.addEventListener("click", () => {
@@ -136,7 +139,7 @@ function main() {
   setupSubmit(live, showMessage);
   const history = new History(showMessage);
   const batches = new BatchesView(showMessage, (refresh) => batchActions(showMessage, refresh));
-  setupViews(history, batches, new DashboardView());
+  setupViews(history, batches, new DashboardView(), new ModelsView(showMessage));
   $("#clear-finished").addEventListener("click", () => live.clearFinished());
   $("#message-close").addEventListener("click", () => showMessage(null));
   live.restore();
