@@ -42,6 +42,11 @@ COPY . .
 # Where drawing_net looks by default: <sys.prefix>/share/nsfwjs-<version>/mobilenet_v2, and
 # sys.prefix is the venv's (/opt/venv), on the CPU and the GPU base alike.
 COPY --from=nsfwjs /share/ /opt/venv/share/
+# The ONNX exports of the nets, made at build time into the image: workers and the CLI start on
+# them. Keyed by the weights and the modules' source, so a changed module is exported anew at
+# first use instead of reusing a stale file.
+ENV VIDCLASS_CACHE_DIR=/opt/vidclass-cache
+RUN vidclass prepare
 ENV OMP_WAIT_POLICY=PASSIVE \
     UPLOAD_DIR=/data/uploads \
     DOWNLOAD_DIR=/data/downloads \

@@ -91,12 +91,24 @@ def run_one(n_workers: int, n_clips: int, tmp: Path, models: Path, server, redis
             urls = [server.url(kit.CLIPS[i % len(kit.CLIPS)].name) + f"?n={i}" for i in range(n_clips)]
             t0 = time.perf_counter()
             batch = client.post("/api/batches", json={"urls": urls}).get_json()
-            final = kit.wait_for(lambda: (lambda b: b if b["done"] else None)(
-                client.get(f"/api/batches/{batch['id']}").get_json()), 3600, interval=0.5, what="batch")
+            # Memory along the batch (a leak grows with jobs done): every ~10 s, the classify
+            # workers' RSS beside the number of jobs finished.
+            series, next_sample = [], 0.0
+            while True:
+                b = client.get(f"/api/batches/{batch['id']}").get_json()
+                if time.perf_counter() >= next_sample or b["done"]:
+                    series.append({"finished": b["finished"],
+                                   "classify_worker_mb": [_group_rss_mb(p.pid) for p in procs[1:]], "series": series})
+                    next_sample = time.perf_counter() + 10
+                if b["done"]:
+                    final = b
+                    break
+                assert time.perf_counter() - t0 < 3600, "batch did not finish in an hour"
+                time.sleep(0.5)
             wall = time.perf_counter() - t0
             rss = {"download_worker_mb": _group_rss_mb(procs[0].pid),
                    "classify_worker_at_rest_mb": rest,
-                   "classify_worker_mb": [_group_rss_mb(p.pid) for p in procs[1:]]}
+                   "classify_worker_mb": [_group_rss_mb(p.pid) for p in procs[1:]], "series": series}
             from sqlalchemy import select
 
             from db.models import Job

@@ -229,3 +229,22 @@ def test_features_of_the_old_net_are_refused(tmp_path):
         FeatureStoreWriter(path, current, category_mapping={"Animation": 0})
     with pytest.raises(bb.BackboneError, match="Swish in place of ReLU6"):
         bb.load_backbone(old)
+
+
+def test_prepare_makes_the_exports_inference_then_uses(tmp_path, monkeypatch):
+    """`vidclass prepare` (run at image build) writes the exports under the keys inference looks
+    for; a second run and the extractor reuse them (nothing exported again)."""
+    import subprocess
+    import sys
+
+    from vidclass.features import drawing_net
+
+    env = {**__import__("os").environ, "VIDCLASS_CACHE_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-m", "vidclass.cli", "prepare"], env=env, capture_output=True,
+                         text=True, check=True).stdout
+    monkeypatch.setenv("VIDCLASS_CACHE_DIR", str(tmp_path))
+    made = {bb.onnx_path(bb.shipped_pipeline()), drawing_net.onnx_path()}
+    assert all(p.is_file() and str(p) in out for p in made), out
+    stamps = {p: p.stat().st_mtime_ns for p in made}
+    subprocess.run([sys.executable, "-m", "vidclass.cli", "prepare"], env=env, capture_output=True, check=True)
+    assert {p: p.stat().st_mtime_ns for p in made} == stamps and set(tmp_path.iterdir()) == made

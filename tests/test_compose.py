@@ -113,5 +113,8 @@ def test_healthchecks_name_the_worker_nodes():
 def test_dockerfile_builds_cpu_and_gpu_images():
     text = (REPO / "Dockerfile").read_text()
     assert "ARG BASE_IMAGE=python:3.11-slim" in text and "ARG ONNXRUNTIME=onnxruntime" in text
+    # The ONNX exports are made into the image, where the workers look for them.
+    assert "ENV VIDCLASS_CACHE_DIR=/opt/vidclass-cache" in text and "RUN vidclass prepare" in text
+    assert text.index("RUN vidclass prepare") > text.index("COPY --from=nsfwjs")
     gpu_build = SERVICES["gpu-worker"]["build"]["args"]
     assert gpu_build["BASE_IMAGE"].startswith("nvidia/cuda:") and gpu_build["ONNXRUNTIME"] == "onnxruntime-gpu"

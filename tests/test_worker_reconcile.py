@@ -260,3 +260,31 @@ def test_thumbnails_are_deleted_after_their_retention(env, monkeypatch, tmp_path
     with db_session.session_scope() as s:
         assert s.get(Job, old).thumbnails_count == 0 and s.get(Job, old).to_dict()["thumbnails"] == []
         assert s.get(Job, recent).thumbnails_count == 1
+
+
+def test_a_job_on_another_machine_is_taken_over_when_its_node_no_longer_lists_it(env):
+    """Across machines: two missed beats and the job's process is not among the processes its
+    host's live worker nodes report (or no node of that host beats): re-queued without waiting
+    for HEARTBEAT_STALE_S. A process its node still lists is left alone."""
+    import os
+    import socket
+
+    from worker import health_keys
+    from worker.reconcile import reconcile_once
+
+    env, r = env
+    late = utcnow() - timedelta(seconds=16)
+    listed = _add(status="extracting", heartbeat_at=late, attempts=1, task_id="r1", worker="m2:101")
+    unlisted = _add(status="extracting", heartbeat_at=late, attempts=1, task_id="r2", worker="m2:202")
+    host_gone = _add(status="extracting", heartbeat_at=late, attempts=1, task_id="r3", worker="m3:303")
+    here = socket.gethostname()
+    health_keys.beat_worker("classify@m2", 30, {"host": "m2", "pid": 100, "processes": ["m2:101"]})
+    health_keys.beat_worker("classify@here", 30, {"host": here, "pid": os.getpid(), "processes": []})
+    try:
+        counts = reconcile_once(r)
+        assert counts["running_stale"] == 2
+        with db_session.session_scope() as s:
+            assert s.get(Job, listed).status == "extracting"
+            assert s.get(Job, unlisted).status == "queued" and s.get(Job, host_gone).status == "queued"
+    finally:
+        r.delete(health_keys.key("worker:classify@m2"), health_keys.key("worker:classify@here"))

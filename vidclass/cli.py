@@ -255,6 +255,20 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_prepare(args) -> int:
+    """The ONNX exports inference runs on, made now (install, image build) rather than at first use."""
+    from vidclass.features import backbone, drawing_net
+    from vidclass.features.pipeline import DRAWING_NET
+
+    pipeline = backbone.shipped_pipeline()
+    paths = [backbone.export_onnx(pipeline)]
+    if DRAWING_NET in pipeline.extras:
+        paths.append(drawing_net.export_onnx())
+    for path in paths:
+        print(f"{path} ({path.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
 def cmd_pool_corpus(args) -> int:
     from vidclass import paths
     from vidclass.training.retrain import write_corpus_pooled
@@ -379,6 +393,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reports", default="reports", help="folder for the cross-validation report (default reports/)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("prepare", help="make the ONNX exports of the shipped pipeline's nets now (in "
+                                       "VIDCLASS_CACHE_DIR, keyed by weights and module source), not at first use")
+    p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("pool-corpus", help="the corpus's clip vectors (features_enhanced/corpus_pooled.npz), "
                                            "which retraining from corrections starts from")

@@ -63,10 +63,12 @@ def reconcile_once(redis_client, now=None) -> dict:
         dead = list(s.execute(select(Job.id).where(
             Job.status.in_(RUNNING),
             or_(Job.heartbeat_at < stale_beat, Job.heartbeat_at.is_(None)))).scalars().all())
-        # Faster for a worker process of this machine: two missed beats and its pid is gone.
+        # Faster: two missed beats and its process is gone (this machine: the pid; another: its
+        # worker nodes' heartbeats no longer list it, or no node of that host beats).
         late = s.execute(select(Job.id, Job.worker, Job.heartbeat_at).where(
             Job.status.in_(RUNNING), Job.heartbeat_at < missed_beats, Job.heartbeat_at >= stale_beat)).all()
-        dead_here = {j for j, worker, _ in late if _process_gone(worker)}
+        nodes = health_keys.read(redis_client)["worker_details"] if late else None
+        dead_here = {j for j, worker, _ in late if _process_gone(worker, nodes)}
         dead += [j for j in dead_here if j not in dead]
         if dead:
             # Back to queued, in the outbox until published: the next claim() starts it afresh
@@ -121,14 +123,24 @@ def fail_stalled_retrains(now) -> int:
         ).rowcount
 
 
-def _process_gone(worker: str | None) -> bool:
-    """Whether a job's worker (host:pid) is a process of this machine that no longer exists."""
+def _process_gone(worker: str | None, nodes: dict | None = None) -> bool:
+    """Whether a job's worker (host:pid) no longer exists. On this machine: the pid is gone. On
+    another: no worker node of that host has a live heartbeat, or none of them lists the pid among
+    its processes (`nodes`: health_keys.read()'s worker_details; each beat lists its pool)."""
     import os
     import socket
 
     host, _, pid = (worker or "").rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
+    if not pid.isdigit():
         return False
+    if host != socket.gethostname():
+        if nodes is None:
+            return False
+        on_host = [d for d in nodes.values() if d.get("host") == host]
+        if not on_host:
+            return any("host" in d for d in nodes.values())   # only when beats say hosts at all
+        listed = {p for d in on_host for p in d.get("processes") or []} | {f"{host}:{d.get('pid')}" for d in on_host}
+        return worker not in listed
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:

@@ -21,6 +21,7 @@ that goes stale, and the reconciler publishes it to the stage its row says.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 
 from celery.signals import worker_ready, worker_shutdown
@@ -70,6 +71,7 @@ def _node_details(consumer):
                                                                        "concurrency", None),
                 "queues": queues, "started_at": started, "active": len(state.active_requests),
                 "processed": sum(state.total_count.values()),
+                "host": host, "pid": os.getpid(),
                 "processes": [f"{host}:{pid}" for pid in info.get("processes") or []],
                 "serves_model": loading.serves_model_queues()}
     return details
