@@ -270,7 +270,9 @@ def history_filters():
 
         if not re.fullmatch(r"[0-9]+", args["model"]):
             raise ApiError(400, "bad_filter", "model is a model version number (GET /api/models)", field="model")
-        digest = get_session().execute(select(ModelVersion.digest).where(ModelVersion.id == int(args["model"]))).scalar()
+        number = int(args["model"])
+        digest = get_session().execute(select(ModelVersion.digest).where(ModelVersion.id == number)).scalar() \
+            if number <= 2**31 - 1 else None
         query = query.where(Job.model_version == digest) if digest else query.where(false())
     corrected = _flag_arg("corrected")
     if corrected is not None:

@@ -19,22 +19,26 @@ def active_version(session) -> ModelVersion | None:
     return session.execute(select(ModelVersion).where(ModelVersion.status == "active")).scalar_one_or_none()
 
 
+MAX_ID = 2**31 - 1       # the column is a 32-bit integer: larger numbers are no version
+
+
 def load_version(session, model_id) -> ModelVersion:
     try:
-        row = session.get(ModelVersion, int(model_id))
+        number = int(model_id)
     except (TypeError, ValueError):
-        row = None
+        number = None
+    row = session.get(ModelVersion, number) if number is not None and 1 <= number <= MAX_ID else None
     if row is None:
         raise ApiError(404, "model_not_found", f"no model version {model_id!r} (`vidclass models list`)")
     return row
 
 
 def usable_corrections(session, pipeline_version: str | None) -> int:
-    """Corrections a retrain from a model with this feature pipeline learns from (the rule is
-    worker/retrain.py learnable_corrections; counted here without loading their vectors)."""
-    return session.execute(select(func.count()).select_from(Job).where(
-        Job.true_label.is_not(None), Job.status == "done", Job.clip_features.is_not(None),
-        Job.features_pipeline == pipeline_version, Job.source_kind != "test-set")).scalar()
+    """How many corrections a retrain from a model with this feature pipeline learns from."""
+    from worker.retrain import learnable_corrections
+
+    return session.execute(select(func.count()).select_from(
+        learnable_corrections(pipeline_version).with_only_columns(Job.id).order_by(None).subquery())).scalar()
 
 
 def queue_retrain(session, celery_app, note: str | None = None) -> ModelVersion:
@@ -133,7 +137,7 @@ def _summary(row: ModelVersion) -> dict:
     return out
 
 
-@bp.get("/<model_id>")
+@bp.get("/<int:model_id>")
 def get_version(model_id):
     return jsonify(load_version(get_session(), model_id).to_dict())
 
@@ -151,7 +155,7 @@ def create_version():
     return jsonify(row.to_dict()), 202, {"Location": f"/api/models/{row.id}"}
 
 
-@bp.post("/<model_id>/promote")
+@bp.post("/<int:model_id>/promote")
 def promote_version(model_id):
     from api.submit import json_body
 

@@ -316,7 +316,7 @@ def test_openapi_documents_every_endpoint(api):
         if not (rule.rule.startswith("/api") or rule.rule == "/metrics"):
             continue
         path = rule.rule.replace("<int:n>", "{n}").replace("<job_id>", "{job_id}").replace("<batch_id>", "{batch_id}") \
-            .replace("<model_id>", "{model_id}")
+            .replace("<int:model_id>", "{model_id}")
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             assert (path, method.lower()) in documented, f"{method} {path} missing from openapi.json"
 

@@ -61,8 +61,8 @@ def test_reconciler_requeues_dead_and_lost_jobs_only(env):
     done = _add(status="done", enqueued_at=now - timedelta(seconds=3600))
     r.set(key("broker-marker"), "present")                   # broker kept its data
     counts = reconcile_once(r)
-    assert counts == {"running_stale": 1, "queued_lost": 2, "uploads_deleted": 0, "features_cleared": 0,
-                      "thumbnails_deleted": 0}
+    assert counts == {"running_stale": 1, "queued_lost": 2, "retrains_failed": 0, "uploads_deleted": 0,
+                      "features_cleared": 0, "thumbnails_deleted": 0}
     queued = _queued_ids(r, env)
     assert dead in queued and never in queued and old in queued
     assert alive not in queued and fresh not in queued and done not in queued

@@ -1,8 +1,8 @@
 """Which model version the workers classify with, and switching to a promoted one without a restart.
 
-Version 1 is the configured models folder (VIDCLASS_MODELS_DIR, the shipped model; the version
-path ""): a worker records it when it first loads it. Later versions come from retraining (worker/retrain.py) and
-live in MODEL_STORE_DIR/v<id>/. Before each task a worker reads the active version (one small
+Version 1 is the configured models folder (VIDCLASS_MODELS_DIR, the shipped model; its row's path
+is ""): a worker records it when it first loads it. Later versions come from retraining
+(worker/retrain.py) and live in MODEL_STORE_DIR/v<id>/. Before each task a worker reads the active version (one small
 SELECT); when it is not the ensemble the process holds, it loads the active one, once per process.
 A prefork pool process runs one task at a time, so a job already running finishes on the model
 it started with, and records that model's digest (jobs.model_version).
@@ -26,7 +26,6 @@ from db.models import ModelVersion, utcnow
 log = logging.getLogger(__name__)
 
 _switch_lock = threading.Lock()
-_last_switch: dict = {}
 
 
 def pipeline_version(pipeline: dict) -> str:
@@ -94,6 +93,5 @@ def use_active(classifier) -> bool:
                       ensemble.version, active.digest, classifier.ensemble.version)
             return False
         classifier.set_ensemble(ensemble)
-        _last_switch.update(version=active.id, digest=active.digest, seconds=time.perf_counter() - t)
-        log.info("switched to model version %s (%s) in %.2f s", active.id, active.digest, _last_switch["seconds"])
+        log.info("switched to model version %s (%s) in %.2f s", active.id, active.digest, time.perf_counter() - t)
         return True

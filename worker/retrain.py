@@ -25,6 +25,7 @@ from sqlalchemy import select, update
 from db import session as db_session
 from db import settings
 from db.models import Job, ModelVersion, utcnow
+from vidclass import CLASS_NAMES
 from worker import celery_app as names
 from worker.celery_app import app
 from worker.model_versions import pipeline_version, store_dir
@@ -40,7 +41,7 @@ def correction_group(job: Job) -> str:
     return f"uploads:{job.created_at:%Y-%m-%d}"
 
 
-def learnable_corrections(session, features_pipeline: str | None):
+def learnable_corrections(features_pipeline: str | None):
     """SELECT of the corrected jobs a model with this feature pipeline can learn from. Test-set
     names are left out: their clips are in the corpus already, with their own labels."""
     return (select(Job).where(Job.true_label.is_not(None), Job.status == "done", Job.clip_features.is_not(None),
@@ -90,12 +91,11 @@ def _retrain(model_id: int, parent: ModelVersion | None) -> None:
                            f"the active model reads {parent.pipeline_version}: re-run `vidclass pool-corpus`")
     in_parent = set((parent.training or {}).get("correction_job_ids") or [])
     with db_session.session_scope() as s:
-        jobs = s.execute(learnable_corrections(s, parent.pipeline_version)).scalars().all()
+        jobs = s.execute(learnable_corrections(parent.pipeline_version)).scalars().all()
         rows = [(j.id, np.frombuffer(j.clip_features, dtype=np.float16), j.true_label, correction_group(j))
                 for j in jobs]
     if not rows:
         raise RuntimeError("no corrections to learn from: correct some results first (PUT /api/jobs/<id>/label)")
-    from vidclass import CLASS_NAMES
 
     out_dir = store_dir() / f"v{model_id}"
     with tempfile.TemporaryDirectory(prefix="vidclass-retrain-") as tmp:
