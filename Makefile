@@ -18,7 +18,11 @@ NSFWJS_INTEGRITY := sha512-WTKDte0vp1X97N1h34P79G/hG+sVT3+TnDz9di1WseIJR93v11E4v
 NSFWJS_DIR := $(VENV)/share/nsfwjs-$(NSFWJS_VERSION)
 NSFWJS_STAMP := $(NSFWJS_DIR)/.installed
 
-venv: $(STAMP) $(NSFWJS_STAMP)
+# The ONNX exports of the nets (VIDCLASS_CACHE_DIR, default ~/.cache/vidclass), made at install so
+# the first classification does not import torch to make them; keyed by weights and module source.
+ONNX_STAMP := $(VENV)/.onnx-prepared
+
+venv: $(STAMP) $(NSFWJS_STAMP) $(ONNX_STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +32,10 @@ $(STAMP): pyproject.toml
 
 $(NSFWJS_STAMP): tools/fetch_nsfwjs.sh | $(STAMP)
 	sh tools/fetch_nsfwjs.sh $(NSFWJS_DIR) $(NSFWJS_VERSION) $(NSFWJS_INTEGRITY)
+
+$(ONNX_STAMP): $(STAMP) $(NSFWJS_STAMP) vidclass/features/backbone.py vidclass/features/drawing_net.py
+	$(VENV)/bin/vidclass prepare
+	touch $(ONNX_STAMP)
 
 # Headless Chromium for the browser tests comes from Debian's packages, never a downloaded build.
 browser:

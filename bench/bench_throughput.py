@@ -98,7 +98,7 @@ def run_one(n_workers: int, n_clips: int, tmp: Path, models: Path, server, redis
                 b = client.get(f"/api/batches/{batch['id']}").get_json()
                 if time.perf_counter() >= next_sample or b["done"]:
                     series.append({"finished": b["finished"],
-                                   "classify_worker_mb": [_group_rss_mb(p.pid) for p in procs[1:]], "series": series})
+                                   "classify_worker_mb": [_group_rss_mb(p.pid) for p in procs[1:]]})
                     next_sample = time.perf_counter() + 10
                 if b["done"]:
                     final = b

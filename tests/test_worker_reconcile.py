@@ -1,4 +1,5 @@
 """The reconciler and the claim rules on a real database and Redis (no worker processes)."""
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -288,3 +289,16 @@ def test_a_job_on_another_machine_is_taken_over_when_its_node_no_longer_lists_it
             assert s.get(Job, unlisted).status == "queued" and s.get(Job, host_gone).status == "queued"
     finally:
         r.delete(health_keys.key("worker:classify@m2"), health_keys.key("worker:classify@here"))
+
+
+def test_feature_cache_size_comes_from_its_setting():
+    """VIDCLASS_FEATURE_CACHE=0 turns the per-process feature cache off (the throughput benchmark
+    relies on it to run every clip; a misspelt name once made it report cache hits)."""
+    import subprocess
+    import sys
+
+    code = "from worker.feature_cache import FEATURE_CACHE as c; c.put('k', 1); print(c.size, c.get('k'))"
+    for value, expected in (("0", "0 None"), ("3", "3 1")):
+        out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "VIDCLASS_FEATURE_CACHE": value},
+                             capture_output=True, text=True, check=True, cwd=kit.REPO).stdout.split("\n")[0]
+        assert out == expected

@@ -31,7 +31,8 @@ class _LRU:
                 self.items.popitem(last=False)
 
 
-FEATURE_CACHE = _LRU(int(os.environ.get("VIDCLASSFEATURE_CACHE", "64")))
+# VIDCLASS_FEATURE_CACHE: entries kept (0 turns it off: benchmarks that must run every clip).
+FEATURE_CACHE = _LRU(int(os.environ.get("VIDCLASS_FEATURE_CACHE", "64")))
 
 
 def file_sha256(path: Path) -> str:
