@@ -147,6 +147,9 @@ def test_corrections_retrain_promote_and_roll_back(setup, service):
         assert job["status"] != "done", "the job ended before the promotion could happen during it"
         return job["status"] in ("extracting", "classifying") and job["progress"] > 0
     kit.wait_for(extracting, 120, interval=0.02, what="the job to be extracting")
+    if not metrics["gate"]["passes"]:     # worse on the corpus folds by more than the margin: refused
+        r = c.post(f"/api/models/{model_id}/promote")
+        assert r.status_code == 409 and r.get_json()["code"] == "worse_than_active"
     r = c.post(f"/api/models/{model_id}/promote", json={"force": not metrics["gate"]["passes"]})
     assert r.status_code == 200 and r.get_json()["status"] == "active", r.get_json()
     (finished,) = wait_done(c, [inflight])

@@ -139,8 +139,9 @@ def evaluate(corpus: CorpusVectors, active: PooledSet, candidate: PooledSet, k: 
     progress = progress or (lambda _: None)
     c = corpus.data
     locked = locked_families(c.families, c.labels, c.evaluable)
-    usable_fams = [f for f, e in zip(c.families, c.evaluable) if f not in locked]
-    fold_list = folds(usable_fams, [True] * len(usable_fams), k)
+    usable = [i for i, f in enumerate(c.families) if f not in locked]
+    # The folds `vidclass train` makes: of the families with scored clips (crossval.folds).
+    fold_list = folds([c.families[i] for i in usable], [c.evaluable[i] for i in usable], k)
     scored = [i for i, (f, e) in enumerate(zip(c.families, c.evaluable)) if e and f not in locked]
     probs = {"active": np.zeros((len(c), len(CLASS_NAMES))), "candidate": np.zeros((len(c), len(CLASS_NAMES)))}
     steps = len(fold_list) + CORRECTION_FOLDS
