@@ -120,19 +120,23 @@ def set_label(job_id):
 
 
 def unlearnable_reason(session, job: Job) -> str | None:
-    """Why a retrain cannot learn from this job's correction, or None when it can
-    (worker/retrain.py learnable_corrections is the rule)."""
-    from db.models import ModelVersion
+    """None when a retrain learns from this job's correction (the rule is worker/retrain.py's
+    learnable_corrections), else why not, in words."""
+    from api.models import active_version
+    from worker.retrain import learnable_corrections
 
+    if job.true_label is None:
+        return "no correction is set"
+    active = active_version(session)
+    pipeline = active.pipeline_version if active is not None else job.features_pipeline
+    if session.execute(learnable_corrections(pipeline).where(Job.id == job.id)).first() is not None:
+        return None
     if job.source_kind == "test-set":
         return "a test-set clip: it is in the corpus already, with its own label"
     if job.clip_features is None:
         return ("its clip features were not kept (made before they were stored, or cleared after "
                 "FEATURE_RETENTION_DAYS): the correction is recorded, but a retrain cannot learn from it")
-    active = session.execute(select(ModelVersion.pipeline_version).where(ModelVersion.status == "active")).scalar()
-    if active is not None and job.features_pipeline != active:
-        return "its features were made by another feature pipeline than the active model's"
-    return None
+    return "its features were made by another feature pipeline than the active model's"
 
 
 def remove_stored_files(job: Job) -> None:
@@ -270,9 +274,11 @@ def history_filters():
 
         if not re.fullmatch(r"[0-9]+", args["model"]):
             raise ApiError(400, "bad_filter", "model is a model version number (GET /api/models)", field="model")
+        from api.models import MAX_ID
+
         number = int(args["model"])
         digest = get_session().execute(select(ModelVersion.digest).where(ModelVersion.id == number)).scalar() \
-            if number <= 2**31 - 1 else None
+            if number <= MAX_ID else None
         query = query.where(Job.model_version == digest) if digest else query.where(false())
     corrected = _flag_arg("corrected")
     if corrected is not None:
